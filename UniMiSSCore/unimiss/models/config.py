@@ -1,0 +1,90 @@
+"""Named MiT configurations.
+
+`tiny` and `small` are the published UniMiSS networks; `compact` is a small
+variant for CPU demo models. One config describes the encoder and the U-like
+Transformer decoder; which spatial dimensions a network accepts, and whether
+it carries a class token, are chosen when the network is built.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+
+@dataclass(frozen=True)
+class MiTConfig:
+    name: str
+    embed_dims: tuple[int, ...] = (48, 128, 256, 512)
+    depths: tuple[int, ...] = (1, 1, 1, 1)
+    num_heads: tuple[int, ...] = (1, 2, 4, 8)
+    sr_ratios: tuple[int, ...] = (6, 4, 2, 1)
+    decoder_dims: tuple[int, ...] = (256, 128, 48)
+    decoder_depths: tuple[int, ...] = (1, 1, 1)
+    decoder_heads: tuple[int, ...] = (8, 4, 2)
+    decoder_sr_ratios: tuple[int, ...] = (2, 4, 6)
+    mlp_ratio: float = 4.0
+    stem_channels: int = 32
+    # Grids the positional embeddings were trained for (input size in voxels,
+    # (y, x) for 2D and (z, y, x) for 3D); other sizes interpolate them.
+    img_size_2d: tuple[int, int] = (224, 224)
+    img_size_3d: tuple[int, int, int] = (16, 96, 96)
+    drop_path_rate: float = 0.0
+
+    def __post_init__(self):
+        if not (len(self.embed_dims) == len(self.depths) == len(self.num_heads) == len(self.sr_ratios) == 4):
+            raise ValueError(f"MiT config {self.name!r}: the encoder needs exactly 4 stages")
+        n_dec = len(self.decoder_dims)
+        if not (n_dec == len(self.decoder_depths) == len(self.decoder_heads) == len(self.decoder_sr_ratios) == 3):
+            raise ValueError(f"MiT config {self.name!r}: the decoder needs exactly 3 stages")
+        for dim, heads in zip(self.embed_dims + self.decoder_dims, self.num_heads + self.decoder_heads):
+            if dim % heads:
+                raise ValueError(f"MiT config {self.name!r}: width {dim} is not divisible by {heads} heads")
+
+    def img_size(self, spatial_dims: int) -> tuple[int, ...]:
+        return self.img_size_2d if spatial_dims == 2 else self.img_size_3d
+
+    def with_img_size(self, spatial_dims: int, size) -> "MiTConfig":
+        size = tuple(int(s) for s in size)
+        if len(size) != spatial_dims:
+            raise ValueError(f"patch size {size} does not have {spatial_dims} dimensions")
+        return replace(self, **{f"img_size_{spatial_dims}d": size})
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MiTConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown MiT config fields: {', '.join(sorted(unknown))}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+CONFIGS: dict[str, MiTConfig] = {
+    "tiny": MiTConfig(name="tiny"),
+    "small": MiTConfig(name="small", depths=(2, 3, 4, 3), decoder_depths=(3, 4, 3)),
+    # About 2.8 M parameters (3D, at the default patch): narrower stages and smaller
+    # spatial-reduction kernels, whose weights grow with the cube of the ratio.
+    "compact": MiTConfig(
+        name="compact",
+        embed_dims=(32, 64, 128, 160),
+        num_heads=(1, 2, 4, 5),
+        sr_ratios=(4, 2, 2, 1),
+        decoder_dims=(128, 64, 32),
+        decoder_heads=(4, 2, 1),
+        decoder_sr_ratios=(2, 2, 4),
+        stem_channels=16,
+    ),
+}
+
+
+def get_config(name_or_config) -> MiTConfig:
+    if isinstance(name_or_config, MiTConfig):
+        return name_or_config
+    if isinstance(name_or_config, dict):
+        return MiTConfig.from_dict(name_or_config)
+    try:
+        return CONFIGS[name_or_config]
+    except KeyError:
+        raise ValueError(f"unknown MiT config {name_or_config!r}; choose one of {', '.join(CONFIGS)}") from None
