@@ -89,7 +89,7 @@ def test_samples_in_a_batch_do_not_mix():
     with torch.inference_mode():
         together = model(x)
         alone = torch.cat([model(x[:1]), model(x[1:])])
-    assert torch.allclose(together, alone, atol=1e-5)
+    assert torch.allclose(together, alone, atol=1e-4)
 
 
 @pytest.mark.parametrize("num_classes", [3, 40])  # fewer and more classes than head channels
