@@ -119,6 +119,8 @@ class PositionalEmbedding(nn.Module):
     def table(self, grid) -> torch.Tensor:
         key = f"{len(grid)}d"
         table = self.tables[key]
+        if tuple(grid) == self.grids[key]:
+            return table
         prefix, patches = table[:, : self.num_prefix], table[:, self.num_prefix :]
         patches = interpolate_grid(patches, self.grids[key], grid)
         return torch.cat((prefix, patches), dim=1) if self.num_prefix else patches
