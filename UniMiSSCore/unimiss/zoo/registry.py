@@ -1,0 +1,190 @@
+"""One registry over the built-in model packages and the user's own."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+
+from .package import META_FILE, ModelPackage, ModelPackageError
+
+_NAME_REF = re.compile(r"^[a-z0-9][a-z0-9._-]*(@[0-9A-Za-z.+-]+)?$")
+
+
+def user_models_dir() -> Path:
+    """Where imported models live: $UNIMISS_HOME/models, else the platform's per-user data folder."""
+    if os.environ.get("UNIMISS_HOME"):
+        return Path(os.environ["UNIMISS_HOME"]).expanduser() / "models"
+    if os.environ.get("XDG_DATA_HOME"):
+        base = Path(os.environ["XDG_DATA_HOME"])
+    elif os.name == "nt":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    else:
+        base = Path.home() / ".local" / "share"
+    return base.expanduser() / "unimiss" / "models"
+
+
+def builtin_models_dir() -> Path:
+    return Path(__file__).with_name("builtin")
+
+
+def _scan(folder: Path) -> list[ModelPackage]:
+    if not folder.is_dir():
+        return []
+    packages = []
+    # Names starting with "." are imports in progress.
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if (sub / META_FILE).is_file():
+            try:
+                packages.append(ModelPackage.load(sub))
+            except ModelPackageError as exc:  # one broken package must not hide the others
+                warnings.warn(f"skipping a broken model package: {exc}", stacklevel=3)
+    return packages
+
+
+def list_models() -> list[ModelPackage]:
+    """Built-in packages first, then the user's, each sorted by name and version."""
+    order = lambda p: (p.name, version_key(p.version))  # noqa: E731
+    return sorted(_scan(builtin_models_dir()), key=order) + sorted(_scan(user_models_dir()), key=order)
+
+
+def version_key(version: str) -> tuple:
+    """Semantic-version order: 1.10.0 > 1.9.0 > 1.9.0-rc.2 > 1.9.0-rc.1; build metadata is ignored."""
+    core, _, pre = version.split("+")[0].partition("-")
+    numbers = tuple(int(x) for x in core.split("."))
+    if not pre:
+        return numbers + (1, ())
+    return numbers + (0, tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split(".")))
+
+
+def _is_path(ref) -> bool:
+    text = str(ref)
+    return isinstance(ref, os.PathLike) or "/" in text or "\\" in text or text.lower().endswith(".zip")
+
+
+def _unknown(ref) -> ModelPackageError:
+    installed = list(dict.fromkeys(p.reference for p in list_models()))
+    return ModelPackageError(f"unknown model {str(ref)!r}; installed: {', '.join(installed) or 'none'}")
+
+
+def resolve_model(ref) -> ModelPackage:
+    """A package from "name" (its highest version), "name@version", or a path to a folder or .zip.
+
+    For the same name and version a user model wins over a built-in one.
+    """
+    if isinstance(ref, ModelPackage):
+        return ref
+    text = str(ref)
+    if not _is_path(ref) and _NAME_REF.match(text):
+        name, _, version = text.partition("@")
+        found = [p for p in list_models() if p.name == name and (not version or p.version == version)]
+        if found:
+            return max(found, key=lambda p: (version_key(p.version), not p.is_builtin))
+    if _is_path(ref) or Path(text).expanduser().exists():
+        return ModelPackage.load(text)
+    raise _unknown(ref)
+
+
+def default_model(dimension: int) -> ModelPackage:
+    """The built-in package marked "default" for 2D or 3D images."""
+    defaults = [p for p in _scan(builtin_models_dir()) if p.dimension == dimension and p.meta.get("default")]
+    if not defaults:
+        raise ModelPackageError(f"no default model for {dimension}D images is installed; pass --model")
+    names = sorted({p.name for p in defaults})
+    if len(names) > 1:
+        raise ModelPackageError(f"several built-in models claim to be the default for {dimension}D images: "
+                                f"{', '.join(names)}")
+    return max(defaults, key=lambda p: version_key(p.version))
+
+
+def import_model(path, replace: bool = False) -> ModelPackage:
+    """Validate a package (weights included) and copy it to user_models_dir()/<name>-<version>/."""
+    package = ModelPackage.load(path)
+    package.build_network()  # checks the sha256, the safetensors format and that the weights fit
+    dest = user_models_dir() / f"{package.name}-{package.version}"
+    if dest.exists() and dest.resolve() == package.root.resolve():
+        return package
+    if dest.exists() and not replace:
+        raise ModelPackageError(f"model {package.reference} is already installed at {dest}; "
+                                "pass --replace to overwrite it")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    try:
+        shutil.copyfile(package.root / META_FILE, staging / META_FILE)
+        shutil.copyfile(package.weights_path, staging / package.weights_path.name)
+        ModelPackage.load(staging).verify_weights()
+        if dest.exists():
+            os.replace(dest, old)
+        try:
+            os.replace(staging, dest)
+        except OSError:
+            if old.exists():
+                os.replace(old, dest)
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return ModelPackage.load(dest)
+
+
+def export_model(ref, out_path) -> Path:
+    """Write the package as a .zip (model.json and the weights at its top level); returns the file."""
+    package = resolve_model(ref)
+    package.verify_weights()
+    out = Path(out_path).expanduser()
+    if out.is_dir():
+        out = out / f"{package.name}-{package.version}.zip"
+    if out.suffix.lower() != ".zip":
+        raise ModelPackageError(f"{out}: a model package export must be a .zip file")
+    if not out.parent.is_dir():
+        raise ModelPackageError(f"{out.parent}: no such folder")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w") as archive:
+            archive.write(package.root / META_FILE, META_FILE, compress_type=zipfile.ZIP_DEFLATED)
+            # Half-precision weights barely compress; storing them keeps export and load fast.
+            archive.write(package.weights_path, package.weights_path.name, compress_type=zipfile.ZIP_STORED)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def remove_model(ref) -> Path:
+    """Delete an imported user model ("name", "name@version" or its folder); built-ins cannot be removed."""
+    users = user_models_dir()
+    text = str(ref)
+    if not _is_path(ref) and _NAME_REF.match(text):
+        name, _, version = text.partition("@")
+        matches = lambda p: p.name == name and (not version or p.version == version)  # noqa: E731
+        found = [p for p in _scan(users) if matches(p)]
+        if not found:
+            builtin = [p for p in _scan(builtin_models_dir()) if matches(p)]
+            if builtin:
+                raise ModelPackageError(f"{builtin[0].reference} is a built-in model and cannot be removed")
+            raise _unknown(ref)
+        if len(found) > 1:
+            raise ModelPackageError(f"several versions of {name} are installed ({', '.join(p.reference for p in found)}); "
+                                    "name one as name@version")
+        package = found[0]
+    else:
+        package = ModelPackage.load(text)
+        if package.is_builtin:
+            raise ModelPackageError(f"{package.reference} is a built-in model and cannot be removed")
+        if package.source.resolve().parent != users.resolve():
+            raise ModelPackageError(f"{package.source} is not an installed user model (those are in {users})")
+    shutil.rmtree(package.root)
+    return package.root
+
+
+def next_version(name: str) -> str:
+    """The version a new package called `name` gets: one minor step above any installed one, else 1.0.0."""
+    versions = [p.version for p in list_models() if p.name == name]
+    if not versions:
+        return "1.0.0"
+    major, minor = (int(x) for x in re.match(r"(\d+)\.(\d+)", max(versions, key=version_key)).groups())
+    return f"{major}.{minor + 1}.0"
