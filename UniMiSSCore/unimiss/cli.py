@@ -2,9 +2,138 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from . import __version__
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".dcm")
+LABELMAP_SUFFIXES = (".seg.nrrd", ".nrrd", ".nii.gz", ".nii")
+
+
+def _suffix(path: Path, suffixes) -> str | None:
+    name = path.name.lower()
+    return next((s for s in suffixes if name.endswith(s)), None)
+
+
+def _case_name(path: Path) -> str:
+    suffix = _suffix(path, IMAGE_SUFFIXES)
+    return path.name[: -len(suffix)] if suffix and path.is_file() else path.name
+
+
+def _is_dicom_folder(path: Path) -> bool:
+    import SimpleITK as sitk
+
+    return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+
+
+def expand_inputs(inputs) -> list[Path]:
+    """Image files and DICOM-series folders; a folder of cases gives each of its images and DICOM subfolders."""
+    from .data.io import InputError
+
+    cases = []
+    for raw in inputs:
+        path = Path(raw)
+        if not path.exists():
+            raise InputError(f"{path}: no such file or folder")
+        if path.is_file() or _is_dicom_folder(path):
+            cases.append(path)
+            continue
+        found = [p for p in sorted(path.iterdir())
+                 if (p.is_file() and _suffix(p, IMAGE_SUFFIXES)) or (p.is_dir() and _is_dicom_folder(p))]
+        if not found:
+            raise InputError(f"{path}: no images or DICOM series found in this folder")
+        cases.extend(found)
+    return cases
+
+
+def _output_paths(cases, output: Path, fmt: str) -> list[Path]:
+    if len(cases) == 1 and _suffix(output, LABELMAP_SUFFIXES) and not output.is_dir():
+        return [output]
+    if _suffix(output, LABELMAP_SUFFIXES) and not output.is_dir():
+        raise ValueError(f"{output}: several cases need an output folder, not a file name")
+    return [output / f"{_case_name(c)}.{fmt}" for c in cases]
+
+
+def _segment(args) -> int:
+    from .data.io import read_image, write_labelmap
+    from .inference import Predictor
+    from .progress import Progress, Stopwatch
+    from .zoo import default_model, resolve_model
+
+    progress = Progress(args.progress)
+    cases = expand_inputs(args.inputs)
+    outputs = _output_paths(cases, Path(args.output), args.format)
+    explicit = resolve_model(args.model) if args.model else None
+    predictors, failures = {}, 0
+    for case, out in zip(cases, outputs):
+        clock = Stopwatch()
+        try:
+            image = read_image(case, on_message=progress.message)
+            package = explicit or default_model(image.dimension)
+            if package.reference not in predictors:
+                predictors[package.reference] = Predictor(
+                    package, device=args.device, overlap=args.overlap, tta=args.tta, precision=args.precision,
+                    batch_size=args.batch_size, largest_component=args.largest_component, progress=progress)
+            labels = predictors[package.reference].predict(image)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_labelmap(labels, out, package.labels)
+        except (ValueError, OSError) as exc:
+            if len(cases) == 1:
+                raise
+            failures += 1
+            progress.error(f"{case}: {exc}")
+            continue
+        progress.result(out, input=str(case), model=package.reference, seconds=round(clock(), 2))
+    progress.close()
+    if failures:
+        print(f"unimiss: {failures} of {len(cases)} cases failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _finetune(args) -> int:
+    from .progress import Progress
+    from .training import FinetuneSettings, finetune, pairs_from_args
+
+    progress = Progress(args.progress)
+    settings = FinetuneSettings(
+        name=args.name, base=args.base, config=args.config, new_head=args.new_head,
+        patch_size=tuple(args.patch_size) if args.patch_size else None,
+        spacing=tuple(args.spacing) if args.spacing else None, intensity=args.intensity, epochs=args.epochs,
+        minutes=args.minutes, iterations_per_epoch=args.iterations, batch_size=args.batch_size,
+        optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, seed=args.seed, validation=args.validation,
+        patience=args.patience, precision=args.precision, device=args.device, workdir=Path(args.workdir),
+        resume=args.resume, command="unimiss " + " ".join(sys.argv[1:]))
+    files = pairs_from_args(args.images or (), args.labels or (), args.data, args.csv)
+    package = finetune(settings, files, progress)
+    progress.close()
+    if package is not None:
+        progress.result(package.root, model=package.reference, metrics=package.meta.get("metrics", {}).get("val_dice"))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .data.io import read_labelmap
+    from .evaluation import compare
+
+    pred, pred_labels = read_labelmap(args.prediction)
+    ref, ref_labels = read_labelmap(args.reference)
+    ref_by_name = {label.name: label.value for label in ref_labels}
+    named = all(not label.name.startswith("label_") for label in ref_labels) and ref_labels
+    pairs = {}
+    for label in pred_labels:
+        if named and label.name in ref_by_name:
+            pairs[label.name] = (label.value, ref_by_name[label.name])
+        elif not named:
+            pairs[label.name] = (label.value, label.value)
+    if not pairs:
+        raise ValueError("the two labelmaps share no label name")
+    results = compare(pred, ref, pairs)
+    dice = [r["dice"] for r in results.values()]
+    print(json.dumps({"labels": results, "mean_dice": sum(dice) / len(dice)}, indent=2))
+    return 0
 
 
 def _mit_summary(args) -> int:
@@ -51,6 +180,68 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"unimiss {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    seg = commands.add_parser("segment", help="segment CT volumes or radiographs")
+    seg.add_argument("inputs", nargs="+", metavar="INPUT",
+                     help="image files (NIfTI, NRRD, MHA, PNG, JPEG, DICOM), DICOM series folders, or folders of cases")
+    seg.add_argument("-o", "--output", required=True,
+                     help="labelmap file (.seg.nrrd, .nrrd, .nii.gz) for one case, or a folder")
+    seg.add_argument("--model", help="name, name@version or path of a model package (default: the built-in model "
+                                     "for the input's dimension)")
+    seg.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    seg.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap, 0..1 (default 0.5)")
+    seg.add_argument("--tta", action="store_true", help="average over mirrored inputs (slower)")
+    seg.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    seg.add_argument("--batch-size", type=int, default=2, help="windows per forward pass")
+    seg.add_argument("--largest-component", action="store_true", help="keep each label's largest connected part")
+    seg.add_argument("--format", default="seg.nrrd", choices=["seg.nrrd", "nrrd", "nii.gz"],
+                     help="file format when writing into a folder")
+    seg.add_argument("--progress", default="auto", choices=["auto", "tqdm", "jsonl", "none"])
+    seg.set_defaults(func=_segment)
+
+    ft = commands.add_parser("finetune", help="train a segmentation model on labelled cases")
+    ft.add_argument("--images", nargs="+", metavar="IMAGE", help="training images (with --labels, in the same order)")
+    ft.add_argument("--labels", nargs="+", metavar="LABELMAP",
+                    help="their labelmaps: .seg.nrrd with segment names, or .nrrd/.nii.gz with a .ctbl colour table")
+    ft.add_argument("--data", metavar="FOLDER", help="a Decathlon / nnU-Net folder (imagesTr, labelsTr, dataset.json)")
+    ft.add_argument("--csv", help="a CSV with 'image' and 'label' columns (paths relative to it)")
+    ft.add_argument("--base", help="start from a model package (name, name@version, path) or an official "
+                                   "UniMiSS pretraining checkpoint (.pth); default: from scratch")
+    ft.add_argument("--config", default="compact", choices=["compact", "tiny", "small"],
+                    help="network from scratch, or the arch of an official checkpoint")
+    ft.add_argument("--new-head", action="store_true", help="train the base model on a new label set")
+    ft.add_argument("--name", help="name of the new model package")
+    ft.add_argument("--patch-size", type=int, nargs="+", help="network input, (z y x) or (y x)")
+    ft.add_argument("--spacing", type=float, nargs="+", help="working spacing in mm, (x y z)")
+    ft.add_argument("--intensity", default="ct", choices=["ct", "zscore", "percentile"])
+    ft.add_argument("--epochs", type=int)
+    ft.add_argument("--minutes", type=float, help="time budget; stops after the epoch that passes it")
+    ft.add_argument("--iterations", type=int, default=50, help="iterations per epoch")
+    ft.add_argument("--batch-size", type=int, default=2)
+    ft.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
+    ft.add_argument("--lr", type=float)
+    ft.add_argument("--schedule", default="poly", choices=["poly", "cosine"])
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--validation", type=int, help="number of cases held out for validation (the last ones)")
+    ft.add_argument("--patience", type=int, default=20, help="early stopping: epochs without improvement")
+    ft.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    ft.add_argument("--device", default="auto")
+    ft.add_argument("--workdir", default="unimiss-finetune", help="checkpoints go here")
+    ft.add_argument("--resume", action="store_true", help="continue from the workdir's checkpoint")
+    ft.add_argument("--progress", default="auto", choices=["auto", "tqdm", "jsonl", "none"])
+    ft.set_defaults(func=_finetune)
+
+    ev = commands.add_parser("evaluate", help="Dice and mean surface distance per label, as JSON")
+    ev.add_argument("prediction")
+    ev.add_argument("reference")
+    ev.set_defaults(func=_evaluate)
+
+    try:
+        from .zoo.cli import add_models_parser
+    except ImportError:  # pragma: no cover - the zoo is part of the distribution
+        pass
+    else:
+        add_models_parser(commands)
+
     mit = commands.add_parser("mit", help="the MiT network family").add_subparsers(dest="mit_command", required=True)
     summary = mit.add_parser("summary", help="configurations and parameter counts")
     summary.add_argument("config", nargs="?", choices=["tiny", "small", "compact"])
@@ -71,8 +262,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, OSError) as exc:  # CheckpointError is a ValueError
-        print(f"unimiss: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # InputError, CheckpointError, ModelPackageError are ValueErrors
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if getattr(args, "progress", None) == "jsonl":
+            print(json.dumps({"event": "error", "message": message}), flush=True)
+        print(f"unimiss: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("unimiss: interrupted", file=sys.stderr)

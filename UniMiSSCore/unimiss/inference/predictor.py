@@ -1,0 +1,147 @@
+"""Segment one image with a model package: preprocess, sliding window, back onto the input's grid."""
+from __future__ import annotations
+
+import contextlib
+import itertools
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..data.image import ImageData
+from .preprocessing import prepare
+from .sliding_window import sliding_window
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32. `auto` is bf16 where the hardware computes it natively.
+
+    bf16 autocast agrees with fp32 on 98.9 % of voxels even with random weights
+    (Testing/benchmarks/bench_mit.py) and runs 2.5x faster on CPUs with AVX-512 BF16.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if precision != "auto":
+        raise ValueError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+
+
+class Predictor:
+    """A model package made ready to segment images.
+
+    `predict(image)` returns a labelmap (ImageData, uint8 or uint16) on exactly
+    the input's grid. Class probabilities exist only on the model's working grid;
+    on the input grid one class at a time is resampled into a running maximum, so
+    memory stays bounded on large volumes.
+    """
+
+    def __init__(self, package, device="auto", overlap=0.5, tta=False, precision="auto", batch_size=2,
+                 largest_component=False, progress=None):
+        if not 0 <= overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), not {overlap}")
+        self.package = package
+        self.device = resolve_device(device)
+        self.autocast = resolve_precision(precision, self.device)
+        self.network = package.build_network(self.device)
+        self.overlap, self.tta, self.batch_size = overlap, tta, batch_size
+        self.largest_component = largest_component
+        self.progress = progress
+
+    @property
+    def num_classes(self) -> int:
+        return self.package.meta["network"]["num_classes"]
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        context = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast
+                   else contextlib.nullcontext())
+        batch = batch.to(self.device)
+        flips = [()]
+        if self.tta:
+            axes = range(2, batch.ndim)
+            flips = [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+        total = None
+        with torch.inference_mode(), context:
+            for dims in flips:
+                x = batch.flip(dims) if dims else batch
+                p = torch.softmax(self.network(x).float(), dim=1)
+                p = p.flip(dims) if dims else p
+                total = p if total is None else total + p
+        return total / len(flips)
+
+    def predict(self, image: ImageData) -> ImageData:
+        dim = self.package.dimension
+        if image.dimension != dim:
+            kind = {2: "2D images (radiographs)", 3: "3D volumes (CT)"}[dim]
+            raise ValueError(f"model {self.package.reference} segments {kind}; this input is "
+                             f"{'a 3D volume' if image.dimension == 3 else 'a 2D image'}")
+        self._report("preprocess", 0, 1)
+        prepared = prepare(image, self.package.preprocessing)
+        volume = torch.from_numpy(prepared.array)[None]
+        channels = self.package.meta["network"].get("in_channels", 1)
+        if channels > 1:
+            volume = volume.expand(channels, *volume.shape[1:])
+        self._report("preprocess", 1, 1)
+        probs = sliding_window(self._forward, volume, self.package.patch_size, self.num_classes, self.overlap,
+                               self.batch_size, on_window=lambda d, t: self._report("inference", d, t))
+        labels = self._to_input_grid(probs.cpu().numpy(), prepared.grid, image)
+        if self.largest_component:
+            labels = keep_largest_components(labels)
+        return labels
+
+    def _to_input_grid(self, probs: np.ndarray, grid: sitk.Image, image: ImageData) -> ImageData:
+        reference = sitk.Image(list(image.array.shape[::-1]), sitk.sitkUInt8)
+        reference.SetSpacing(image.spacing)
+        reference.SetOrigin(image.origin)
+        reference.SetDirection(image.direction)
+        coarse = probs.argmax(0)
+        classes = [c for c in range(self.num_classes) if c == 0 or (coarse == c).any()]
+        dtype = np.uint8 if self.num_classes <= 256 else np.uint16
+        labels = np.zeros(image.array.shape, dtype=dtype)
+        best = None
+        for i, c in enumerate(classes):
+            self._report("resample", i, len(classes))
+            prob = sitk.GetImageFromArray(probs[c])
+            prob.CopyInformation(grid)
+            outside = 1.0 if c == 0 else 0.0
+            on_input = sitk.Resample(prob, reference, sitk.Transform(), sitk.sitkLinear, outside, sitk.sitkFloat32)
+            resampled = sitk.GetArrayViewFromImage(on_input)  # a view: valid while on_input lives
+            if best is None:
+                best = resampled.copy()
+                continue
+            wins = resampled > best
+            labels[wins] = c
+            np.maximum(best, resampled, out=best)
+        self._report("resample", len(classes), len(classes))
+        return image.with_array(labels)
+
+    def _report(self, stage, done, total):
+        if self.progress is not None:
+            self.progress.progress(stage, done, total)
+
+
+def keep_largest_components(labels: ImageData) -> ImageData:
+    """For each label, keep only its largest connected component."""
+    image = sitk.GetImageFromArray(labels.array)
+    out = labels.array.copy()
+    for value in np.unique(labels.array):
+        if value == 0:
+            continue
+        components = sitk.RelabelComponent(sitk.ConnectedComponent(image == int(value)), sortByObjectSize=True)
+        out[(labels.array == value) & (sitk.GetArrayViewFromImage(components) != 1)] = 0
+    return labels.with_array(out)
