@@ -1,0 +1,208 @@
+"""`unimiss finetune` on real CT with real (automatic TotalSegmentator) labels."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from safetensors.torch import load_file
+
+from conftest import DATA
+from reference import deterministic_weights, official_keys
+from unimiss.data import ImageData, Label, read_image, read_labelmap, write_labelmap
+
+ORGANS = ["liver", "spleen", "kidney_left", "kidney_right"]
+FAST = ["--epochs", "2", "--iterations", "2", "--patch-size", "32", "64", "64", "--spacing", "4", "4", "4",
+        "--batch-size", "1", "--precision", "fp32", "--progress", "jsonl"]
+
+
+def run(args, home, workdir, timeout=600, torchrun=False):
+    env = {**os.environ, "UNIMISS_HOME": str(home), "OMP_NUM_THREADS": "1" if torchrun else "2"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"] if torchrun else [sys.executable]
+    cmd = [*launcher, "-m", "unimiss", "finetune", *map(str, args), "--workdir", str(workdir)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def events(proc, kind):
+    return [e for e in map(json.loads, (l for l in proc.stdout.splitlines() if l.startswith("{"))) if e["event"] == kind]
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    """Three cases cut from the ts-abdomen CT, four organs named by .seg.nrrd segments, in different value orders."""
+    root = tmp_path_factory.mktemp("cases")
+    src = DATA / "ct" / "ts-abdomen"
+    names = {int(k): v for k, v in json.loads((src / "labels.json").read_text())["labels"].items()}
+    image, labels = read_image(src / "image.nii.gz"), read_image(src / "labels.nii.gz")
+    ids = {v: k for k, v in names.items()}
+    out = []
+    for i, (z0, z1) in enumerate([(0, 80), (20, 112), (10, 100)]):
+        order = ORGANS if i % 2 == 0 else ORGANS[::-1]
+        direction = np.reshape(image.direction, (3, 3))
+        origin = tuple(np.array(image.origin) + direction @ np.array([0, 0, z0 * image.spacing[2]]))
+        crop = ImageData(image.array[z0:z1], image.spacing, origin, image.direction)
+        mask = np.zeros(crop.array.shape, np.uint8)
+        for value, name in enumerate(order, start=1):
+            mask[labels.array[z0:z1] == ids[name]] = value
+        img_path, lab_path = root / f"case{i}.nrrd", root / f"case{i}.seg.nrrd"
+        sitk.WriteImage(crop.to_sitk(), str(img_path))
+        write_labelmap(crop.with_array(mask), lab_path, [Label(v, n) for v, n in enumerate(order, start=1)])
+        out.append((img_path, lab_path))
+    return out
+
+
+def pairs(cases):
+    return ["--images", *(c[0] for c in cases), "--labels", *(c[1] for c in cases)]
+
+
+def test_from_scratch_registers_a_versioned_package_that_segments(cases, tmp_path):
+    home = tmp_path / "home"
+    proc = run([*pairs(cases), *FAST, "--name", "organs"], home, tmp_path / "w1")
+    assert proc.returncode == 0, proc.stderr
+    metrics = events(proc, "metric")
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert set(metrics[-1]["val_dice"]) <= set(ORGANS) and "eta_s" in metrics[-1]
+    meta = json.loads((home / "models" / "organs-1.0.0" / "model.json").read_text())
+    assert [l["name"] for l in meta["labels"]] == ORGANS
+    roles = [c["role"] for c in meta["provenance"]["training_data"]]
+    assert roles == ["training", "training", "validation"]
+    assert all(len(c["sha256"]) == 64 for c in meta["provenance"]["training_data"])
+    assert "finetune" in meta["provenance"]["command"] and meta["provenance"]["base_model"] is None
+    # The same name again: a new version beside the first.
+    proc = run([*pairs(cases), *FAST, "--name", "organs", "--epochs", "1"], home, tmp_path / "w2")
+    assert proc.returncode == 0, proc.stderr
+    assert (home / "models" / "organs-1.1.0" / "model.json").is_file()
+    seg = subprocess.run([sys.executable, "-m", "unimiss", "segment", str(cases[0][0]), "-o", str(tmp_path / "o.seg.nrrd"),
+                          "--model", "organs", "--progress", "none"], env={**os.environ, "UNIMISS_HOME": str(home)},
+                         capture_output=True, text=True)
+    assert seg.returncode == 0, seg.stderr
+    assert "organs@1.1.0" in seg.stderr or (tmp_path / "o.seg.nrrd").is_file()
+
+
+def test_from_an_official_pretraining_checkpoint(cases, tmp_path):
+    ckpt = tmp_path / "UniMiSS_tiny.pth"
+    backbone = deterministic_weights(official_keys("pretrain_keys.json")["model_tiny"])
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in backbone.items()},
+                "student": {f"module.backbone.{k}": v for k, v in backbone.items()},
+                "epoch": 100, "args": argparse.Namespace(img_size2D=224, img_size3D=[16, 96, 96])}, ckpt)
+    proc = run([*pairs(cases), *FAST, "--epochs", "1", "--base", ckpt, "--config", "tiny"], tmp_path / "home",
+               tmp_path / "w")
+    assert proc.returncode == 0, proc.stderr
+    message = " ".join(e["text"] for e in events(proc, "message"))
+    assert "official pretraining checkpoint" in message and "tensors loaded" in message
+    meta = json.loads(next((tmp_path / "home" / "models").glob("*/model.json")).read_text())
+    assert meta["network"]["config"]["name"] == "tiny" and "UniMiSS_tiny.pth" in meta["provenance"]["base_model"]
+
+
+def test_from_a_package_with_its_labels_or_a_new_head(cases, tmp_path):
+    home = tmp_path / "home"
+    assert run([*pairs(cases[:2]), *FAST, "--epochs", "1", "--name", "base"], home, tmp_path / "w0").returncode == 0
+    # A label the base model does not know, with its fixed head: refused with the way out.
+    extra = tmp_path / "extra.seg.nrrd"
+    labelmap, _ = read_labelmap(cases[0][1])
+    write_labelmap(labelmap.with_array((labelmap.array == 1).astype(np.uint8)), extra, [Label(1, "pancreas")])
+    proc = run(["--images", cases[0][0], cases[1][0], "--labels", extra, cases[1][1], *FAST, "--base", "base"],
+               home, tmp_path / "w1")
+    assert proc.returncode == 2 and "'pancreas' is not a class of base@1.0.0" in proc.stderr and "--new-head" in proc.stderr
+    proc = run(["--images", cases[0][0], cases[1][0], "--labels", extra, cases[1][1], *FAST, "--epochs", "1",
+                "--base", "base", "--new-head", "--name", "with-pancreas"], home, tmp_path / "w2")
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((home / "models" / "with-pancreas-1.0.0" / "model.json").read_text())
+    assert "pancreas" in [l["name"] for l in meta["labels"]] and meta["provenance"]["base_model"] == "base@1.0.0"
+    # Same labels as the base: its preprocessing and patch are kept, the version goes up under the same name.
+    proc = run([*pairs(cases[:2]), *FAST, "--epochs", "1", "--base", "base", "--name", "base"], home, tmp_path / "w3")
+    assert proc.returncode == 0, proc.stderr
+    assert (home / "models" / "base-1.1.0").is_dir()
+
+
+def test_bad_training_inputs(cases, tmp_path):
+    home = tmp_path / "home"
+    image, labels = cases[0]
+    other_grid = tmp_path / "shifted.seg.nrrd"
+    lab, _ = read_labelmap(labels)
+    write_labelmap(ImageData(lab.array, lab.spacing, tuple(np.add(lab.origin, 5.0)), lab.direction), other_grid,
+                   [Label(v, n) for v, n in enumerate(ORGANS, 1)])
+    empty = tmp_path / "empty.seg.nrrd"
+    write_labelmap(lab.with_array(np.zeros_like(lab.array)), empty, [Label(1, "liver")])
+    png = DATA / "xray" / "nih-00000001_000.png"
+    png_label = tmp_path / "png.seg.nrrd"
+    cxr = read_image(png)
+    write_labelmap(cxr.with_array((cxr.array > 128).astype(np.uint8)), png_label, [Label(1, "lung_left")])
+    text = tmp_path / "text.nii.gz"
+    text.write_text("nothing")
+    bad = {
+        "grids": (["--images", image, "--labels", other_grid], "not on the grid"),
+        "empty": (["--images", image, "--labels", empty], "labelmap is empty"),
+        "mixed": (["--images", image, png, "--labels", labels, png_label], "2D and 3D cases are mixed"),
+        "unreadable": (["--images", text, "--labels", labels], "not a readable image"),
+        "count": (["--images", image, "--labels", labels, empty], "2 labelmaps"),
+    }
+    for name, (args, message) in bad.items():
+        proc = run([*args, *FAST], home, tmp_path / name)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], (name, proc.stderr)
+    # One case: no validation is possible; it says so and trains.
+    proc = run(["--images", image, "--labels", labels, *FAST, "--epochs", "1"], home, tmp_path / "one")
+    assert proc.returncode == 0, proc.stderr
+    assert any("no validation is possible" in e["text"] for e in events(proc, "message"))
+
+
+def test_killed_and_resumed_run_ends_with_the_same_weights(cases, tmp_path):
+    args = [*pairs(cases), *FAST, "--epochs", "3", "--iterations", "3", "--patience", "100"]
+    straight = run([*args, "--name", "straight"], tmp_path / "h1", tmp_path / "w1")
+    assert straight.returncode == 0, straight.stderr
+    env = {**os.environ, "UNIMISS_HOME": str(tmp_path / "h2"), "OMP_NUM_THREADS": "2"}
+    cmd = [sys.executable, "-m", "unimiss", "finetune", *map(str, args), "--name", "resumed", "--workdir",
+           str(tmp_path / "w2")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:
+        if '"event": "progress", "stage": "epoch 2", "done": 2' in line:  # mid-way through epoch 2
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "h2" / "models").exists()
+    resumed = run([*args, "--name", "resumed", "--resume"], tmp_path / "h2", tmp_path / "w2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert any("resumed from" in e["text"] and "after epoch 1" in e["text"] for e in events(resumed, "message"))
+    a = load_file(tmp_path / "h1" / "models" / "straight-1.0.0" / "weights.safetensors")
+    b = load_file(tmp_path / "h2" / "models" / "resumed-1.0.0" / "weights.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_process_distributed_run(cases, tmp_path):
+    proc = run([*pairs(cases), *FAST, "--epochs", "1", "--name", "ddp"], tmp_path / "home", tmp_path / "w",
+               torchrun=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(events(proc, "result")) == 1  # rank 0 alone writes the package
+    assert (tmp_path / "home" / "models" / "ddp-1.0.0" / "weights.safetensors").is_file()
+
+
+def test_decathlon_folder_and_csv(cases, tmp_path):
+    root = tmp_path / "Task01_Organs"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for i, (image, labels) in enumerate(cases[:2]):
+        img = read_image(image)
+        sitk.WriteImage(img.to_sitk(), str(root / "imagesTr" / f"org_{i:03d}_0000.nii.gz"))
+        lab, _ = read_labelmap(labels)
+        sitk.WriteImage(lab.to_sitk(), str(root / "labelsTr" / f"org_{i:03d}.nii.gz"))
+    # nnU-Net v2 style: name -> value. Case 1 uses another value order, which a folder-wide table cannot express,
+    # so only case 0's order is valid here; the CSV below mixes orders through .seg.nrrd names.
+    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, **{n: i for i, n in enumerate(ORGANS, 1)}}}))
+    proc = run(["--data", root, *FAST, "--epochs", "1", "--validation", "0"], tmp_path / "home", tmp_path / "w1")
+    assert proc.returncode == 0, proc.stderr
+    csv = tmp_path / "cases.csv"
+    csv.write_text("image,label\n" + "".join(f"{i},{l}\n" for i, l in cases))
+    proc = run(["--csv", csv, *FAST, "--epochs", "1", "--name", "from-csv"], tmp_path / "home", tmp_path / "w2")
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((tmp_path / "home" / "models" / "from-csv-1.0.0" / "model.json").read_text())
+    assert [l["name"] for l in meta["labels"]] == ORGANS

@@ -1,0 +1,136 @@
+"""Training cases: image/labelmap pairs from files, a Decathlon/nnU-Net folder or a CSV, matched by class name."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..data.io import InputError, read_image, read_labelmap
+from ..data.labels import Label
+from ..inference.preprocessing import normalise, working_grid
+
+
+@dataclass
+class CaseFiles:
+    image: Path
+    label: Path
+    names: dict[int, str] | None = None  # label value -> class name, when the folder's dataset.json gives them
+
+
+@dataclass
+class TrainingCase:
+    """One case on the model's working grid: normalised image, class indices of the target label set."""
+    name: str
+    image: np.ndarray        # float32 (z, y, x) or (y, x)
+    label: np.ndarray        # uint8 class indices
+    sha256: str              # of the image and labelmap files, for provenance
+
+    @property
+    def dimension(self) -> int:
+        return self.image.ndim
+
+
+def pairs_from_args(images=(), labels=(), folder=None, csv_path=None) -> list[CaseFiles]:
+    files = []
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labelmaps: give one labelmap per image")
+    files += [CaseFiles(Path(i), Path(l)) for i, l in zip(images, labels)]
+    if folder:
+        files += _decathlon_folder(Path(folder))
+    if csv_path:
+        files += _csv_list(Path(csv_path))
+    if not files:
+        raise ValueError("no training cases: give --images/--labels, --data FOLDER or --csv FILE")
+    return files
+
+
+def _decathlon_folder(root: Path) -> list[CaseFiles]:
+    """imagesTr/ + labelsTr/ (+ dataset.json): Medical Segmentation Decathlon and nnU-Net v1/v2 layouts."""
+    images, labels = root / "imagesTr", root / "labelsTr"
+    if not images.is_dir() or not labels.is_dir():
+        raise InputError(f"{root}: expected imagesTr/ and labelsTr/ folders (Decathlon / nnU-Net layout)")
+    names = None
+    meta = root / "dataset.json"
+    if meta.is_file():
+        table = json.loads(meta.read_text()).get("labels", {})
+        # Decathlon and nnU-Net v1: {"1": "liver"}; nnU-Net v2: {"liver": 1}
+        pairs = [(int(k), v) if str(k).isdigit() else (int(v), k) for k, v in table.items()]
+        names = {value: name for value, name in pairs if value != 0}
+    out = []
+    for label in sorted(p for p in labels.iterdir() if p.name.endswith((".nii.gz", ".nii", ".nrrd", ".mha"))):
+        stem = label.name.split(".")[0]
+        candidates = [images / label.name] + sorted(images.glob(f"{stem}_0000.*"))
+        image = next((c for c in candidates if c.is_file()), None)
+        if image is None:
+            raise InputError(f"{label}: no image for this labelmap in {images}")
+        out.append(CaseFiles(image, label, names))
+    if not out:
+        raise InputError(f"{labels}: no labelmaps found")
+    return out
+
+
+def _csv_list(path: Path) -> list[CaseFiles]:
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"image", "label"} <= set(rows[0]):
+        raise InputError(f"{path}: expected a CSV with 'image' and 'label' columns")
+    return [CaseFiles(path.parent / r["image"], path.parent / r["label"]) for r in rows]
+
+
+def read_pair(files: CaseFiles):
+    """(image, labelmap, labels, names of the labels present) with image and labelmap on the same grid.
+
+    `labels` are all the labelmap declares (a .seg.nrrd keeps empty segments), in its order.
+    """
+    image = read_image(files.image)
+    labelmap, labels = read_labelmap(files.label)
+    if files.names:
+        labels = [Label(v, files.names.get(v, f"label_{v}")) for v in np.unique(labelmap.array) if v != 0]
+    if labelmap.dimension != image.dimension or not labelmap.same_grid(image):
+        raise InputError(f"{files.label}: the labelmap is not on the grid of its image {files.image} "
+                         "(size, spacing, origin and direction must match)")
+    present = set(np.unique(labelmap.array).tolist()) - {0}
+    if not present:
+        raise InputError(f"{files.label}: the labelmap is empty (no labelled voxel)")
+    return image, labelmap, labels, {l.name for l in labels if l.value in present}
+
+
+def class_names_of(pairs) -> list[str]:
+    """All class names the cases declare, in order of first appearance."""
+    names = []
+    for _, _, labels, _ in pairs:
+        names += [l.name for l in labels if l.name not in names]
+    return names
+
+
+def prepare_case(files: CaseFiles, image, labelmap, labels, present, class_names: list[str],
+                 preprocessing: dict) -> TrainingCase:
+    """Resample image (linear) and labels (nearest) to the working grid; labels become class indices."""
+    index = {name: i + 1 for i, name in enumerate(class_names)}
+    labels = [l for l in labels if l.name in present]
+    unknown = [l.name for l in labels if l.name not in index]
+    if unknown:
+        raise InputError(f"{files.label}: label {unknown[0]!r} is not one of the model's classes "
+                         f"({', '.join(class_names)})")
+    lut = np.zeros(int(labelmap.array.max()) + 1, dtype=np.uint8)
+    for label in labels:
+        lut[label.value] = index[label.name]
+    classes = labelmap.with_array(lut[labelmap.array])
+    grid = working_grid(image.to_sitk(), preprocessing)
+    label_grid = sitk.Resample(classes.to_sitk(), grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    array = normalise(sitk.GetArrayViewFromImage(grid), preprocessing.get("intensity", {}))
+    digest = hashlib.sha256()
+    for path in (files.image, files.label):
+        for p in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if p.is_file():
+                digest.update(p.read_bytes())
+    name = files.image.name.split(".")[0] if files.image.is_file() else files.image.name
+    return TrainingCase(name, np.ascontiguousarray(array, dtype=np.float32),
+                        sitk.GetArrayFromImage(label_grid), digest.hexdigest())

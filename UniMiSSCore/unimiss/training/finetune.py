@@ -1,0 +1,273 @@
+"""Supervised fine-tuning of a MiT segmentation network on labelled cases; the result is a model package."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..data.labels import Label
+from ..inference.predictor import resolve_device, resolve_precision
+from ..inference.sliding_window import sliding_window
+from ..models import MiTSegmentation, segmentation_from_official_pretrain
+from .cases import class_names_of, pairs_from_args, prepare_case, read_pair
+from .losses import DeepSupervisionLoss, dice_per_class
+from .sampling import PatchSampler, augment
+
+
+@dataclass
+class FinetuneSettings:
+    name: str | None = None               # of the new model package
+    base: str | None = None               # model package, official pretraining checkpoint (.pth), or None: scratch
+    config: str = "compact"               # network config from scratch, or the official checkpoint's arch
+    new_head: bool = False                # a base package's head for a new label set
+    patch_size: tuple | None = None       # (z, y, x) / (y, x); from the base package when it has one
+    spacing: tuple | None = None          # mm (x, y[, z]); from the base package when it has one
+    intensity: str = "ct"                 # ct | zscore | percentile, when there is no base package
+    epochs: int | None = None
+    minutes: float | None = None
+    iterations_per_epoch: int = 50
+    batch_size: int = 2
+    optimizer: str = "adamw"
+    lr: float | None = None
+    schedule: str = "poly"
+    seed: int = 0
+    validation: int | None = None         # how many of the cases to hold out (default: about a fifth, at least one)
+    patience: int = 20                    # epochs without a better validation Dice before stopping
+    precision: str = "auto"
+    device: str = "auto"
+    workdir: Path = field(default_factory=lambda: Path("unimiss-finetune"))
+    resume: bool = False
+    command: str = ""
+
+
+INTENSITY = {"ct": {"method": "ct", "clip": [-1000, 1000], "scale": [0.0, 1000.0]}, "zscore": {"method": "zscore"},
+             "percentile": {"method": "percentile", "lower": 0.5, "upper": 99.5}}
+
+
+def _ddp() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def finetune(settings: FinetuneSettings, case_files, progress):
+    """Train, validate each epoch, checkpoint each epoch; returns the new ModelPackage (rank 0) or None."""
+    from ..zoo import ModelPackage, resolve_model
+
+    rank, world = _ddp()
+    s = settings
+    pairs = [read_pair(f) for f in case_files]
+    dims = {image.dimension for image, *_ in pairs}
+    if len(dims) > 1:
+        raise ValueError("2D and 3D cases are mixed; train 2D and 3D models separately")
+    dimension = dims.pop()
+
+    base_package = None
+    if s.base and not str(s.base).endswith((".pth", ".pt", ".ckpt")):
+        base_package = resolve_model(s.base)
+        if base_package.dimension != dimension:
+            raise ValueError(f"model {base_package.reference} is {base_package.dimension}D; the cases are {dimension}D")
+    case_labels = {l.name: l for _, _, labels, _ in pairs for l in labels}
+    if base_package and not s.new_head:
+        labels = base_package.labels
+        present = set().union(*(p[3] for p in pairs))
+        unknown = [n for n in case_labels if n in present and n not in {l.name for l in labels}]
+        if unknown:
+            raise ValueError(f"label {unknown[0]!r} is not a class of {base_package.reference} "
+                             f"({', '.join(l.name for l in labels)}); use --new-head to train a new label set")
+        class_names = [l.name for l in labels]
+    else:
+        class_names = class_names_of(pairs)
+        labels = [dataclasses.replace(case_labels[n], value=i + 1) for i, n in enumerate(class_names)]
+
+    patch = tuple(base_package.patch_size) if base_package else tuple(
+        s.patch_size or ((32, 128, 128) if dimension == 3 else (256, 256)))
+    if base_package:
+        preprocessing = dict(base_package.preprocessing)
+    elif dimension == 3:
+        # Without a base model: the cases' median spacing unless one is asked for, as nnU-Net does.
+        spacing = s.spacing or np.median([image.spacing for image, *_ in pairs], axis=0).round(3).tolist()
+        preprocessing = {"spacing": list(spacing), "orientation": "LPS", "intensity": INTENSITY[s.intensity]}
+    else:
+        # Radiographs often carry no pixel spacing: the whole image is resized to the patch.
+        preprocessing = {"size": list(patch), "intensity": INTENSITY[s.intensity]}
+    cases = [prepare_case(f, *p, class_names, preprocessing) for f, p in zip(case_files, pairs)]
+    num_classes = len(class_names) + 1
+
+    torch.manual_seed(s.seed)  # the same initial weights on every rank and in every repeat of a run
+    network, base_info = _build_network(s, base_package, dimension, num_classes, patch, progress, rank)
+    device = resolve_device(s.device)
+    network.to(device).train()
+    network.deep_supervision = True
+    model = torch.nn.parallel.DistributedDataParallel(network) if world > 1 else network
+
+    n_val = 0 if len(cases) < 2 else (s.validation if s.validation is not None else max(1, round(len(cases) / 5)))
+    train_cases, val_cases = cases[: len(cases) - n_val], cases[len(cases) - n_val:]
+    if not val_cases and rank == 0:
+        progress.message("only one training case: no validation is possible, so no early stopping; training goes on")
+    sampler = PatchSampler(train_cases, patch)
+    loss_fn = DeepSupervisionLoss()
+    lr = s.lr or (1e-2 if s.optimizer == "sgd" else 3e-4)
+    optimizer = (torch.optim.SGD(model.parameters(), lr=lr, momentum=0.99, nesterov=True, weight_decay=3e-5)
+                 if s.optimizer == "sgd" else torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2))
+    autocast = resolve_precision(s.precision, device)
+    max_epochs = s.epochs or (10_000 if s.minutes else 50)
+
+    state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": []}
+    checkpoint_path = Path(s.workdir) / "checkpoint.pt"
+    if s.resume and checkpoint_path.is_file():
+        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        network.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = {k: saved[k] for k in ("epoch", "best_score", "best_epoch", "history")}
+        best_state = saved["best_model"]
+        if rank == 0:
+            progress.message(f"resumed from {checkpoint_path} after epoch {state['epoch']}")
+    else:
+        best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+
+    start = time.monotonic()
+    for epoch in range(state["epoch"], max_epochs):
+        epoch_start = time.monotonic()
+        # Seeded per epoch (and rank), so a resumed run repeats an uninterrupted one exactly.
+        torch.manual_seed(s.seed * 100_003 + epoch * 101 + rank)
+        rng = np.random.default_rng([s.seed, epoch, rank])
+        generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        model.train()
+        losses = []
+        for it in range(s.iterations_per_epoch):
+            step = epoch * s.iterations_per_epoch + it
+            for group in optimizer.param_groups:
+                group["lr"] = _schedule(s.schedule, lr, step, max_epochs * s.iterations_per_epoch)
+            images, targets = augment(*sampler.sample(s.batch_size, rng), generator)
+            images, targets = images.to(device), targets.to(device)
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                outputs = model(images)
+            loss = loss_fn(outputs, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
+            optimizer.step()
+            losses.append(loss.item())
+            if rank == 0:
+                progress.progress(f"epoch {epoch + 1}", it + 1, s.iterations_per_epoch)
+        if not all(math.isfinite(v) for v in losses):
+            raise ValueError(f"the loss became {losses[-1]} in epoch {epoch + 1}; try a lower --lr")
+        val_dice = _validate(network, val_cases, patch, class_names, device, autocast) if rank == 0 and val_cases else {}
+        score = float(np.mean(list(val_dice.values()))) if val_dice else -float(np.mean(losses))
+        state["epoch"] = epoch + 1
+        if score > state["best_score"]:
+            state["best_score"], state["best_epoch"] = score, epoch + 1
+            best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+        elapsed = time.monotonic() - start
+        state["history"].append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": val_dice,
+                                 "minutes": elapsed / 60})
+        stop = (s.minutes and elapsed / 60 >= s.minutes) or (val_cases and epoch + 1 - state["best_epoch"] >= s.patience)
+        remaining = (max_epochs - epoch - 1) * (time.monotonic() - epoch_start)
+        if s.minutes:
+            remaining = min(remaining, max(0.0, s.minutes * 60 - elapsed))
+        if rank == 0:
+            progress.metric(epoch=epoch + 1, loss=round(float(np.mean(losses)), 5),
+                            val_dice={k: round(v, 4) for k, v in val_dice.items()}, eta_s=round(0 if stop else remaining))
+            _save_checkpoint(checkpoint_path, network, optimizer, state, best_state)
+        if stop:
+            break
+    if world > 1:
+        dist.barrier()
+    if rank != 0:
+        return None
+    network.load_state_dict(best_state)
+    return _write_package(s, network, base_package, base_info, dimension, labels, preprocessing, patch, cases,
+                          train_cases, val_cases, state)
+
+
+def _build_network(s, base_package, dimension, num_classes, patch, progress, rank):
+    if base_package is not None:
+        network = base_package.build_network("cpu")
+        if s.new_head or network.num_classes != num_classes:
+            fresh = MiTSegmentation(network.config, num_classes, dimension, in_channels=network.in_channels,
+                                    patch_size=patch)
+            head = ("aux_heads.", "classifier.")
+            fresh.load_state_dict({k: v for k, v in network.state_dict().items() if not k.startswith(head)},
+                                  strict=False)
+            network = fresh
+        return network, {"base_model": base_package.reference}
+    if s.base:
+        network, report = segmentation_from_official_pretrain(s.base, arch=s.config, num_classes=num_classes,
+                                                              spatial_dims=dimension, patch_size=patch, in_channels=1)
+        if rank == 0:
+            progress.message(f"from the official pretraining checkpoint {s.base}: {report.summary()}")
+        return network, {"base_model": f"official UniMiSS pretraining checkpoint {Path(s.base).name} ({s.config})"}
+    return MiTSegmentation(s.config, num_classes, dimension, in_channels=1, patch_size=patch), {"base_model": None}
+
+
+def _schedule(kind, lr, step, total):
+    t = min(step / max(total, 1), 1.0)
+    return lr * (1 - t) ** 0.9 if kind == "poly" else lr * 0.5 * (1 + math.cos(math.pi * t))
+
+
+@torch.no_grad()
+def _validate(network, cases, patch, class_names, device, autocast) -> dict:
+    network.eval()
+    scores = {name: [] for name in class_names}
+
+    def predict(batch):
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            return torch.softmax(network(batch.to(device)).float(), dim=1)
+
+    for case in cases:
+        probs = sliding_window(predict, torch.from_numpy(case.image)[None], patch, len(class_names) + 1, 0.25, 2)
+        for name, d in zip(class_names, dice_per_class(probs.argmax(0).cpu(), torch.from_numpy(case.label),
+                                                       len(class_names) + 1)):
+            if d is not None:
+                scores[name].append(d)
+    network.train()
+    return {name: float(np.mean(v)) for name, v in scores.items() if v}
+
+
+def _save_checkpoint(path: Path, network, optimizer, state, best_state):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"model": network.state_dict(), "optimizer": optimizer.state_dict(), "best_model": best_state,
+                **state}, tmp)
+    os.replace(tmp, path)
+
+
+def _write_package(s, network, base_package, base_info, dimension, labels, preprocessing, patch, cases,
+                   train_cases, val_cases, state):
+    from ..zoo import next_version, save_package, user_models_dir
+
+    name = s.name or (f"{base_package.name}-finetuned" if base_package else f"custom-{dimension}d")
+    version = next_version(name)
+    best = next((h for h in state["history"] if h["epoch"] == state["best_epoch"]), state["history"][-1])
+    meta = {
+        "schema_version": 1, "name": name, "version": version, "task": "segmentation",
+        "description": f"Fine-tuned on {len(cases)} local cases ({', '.join(l.name for l in labels)}).",
+        "dimension": dimension,
+        "modality": base_package.meta.get("modality", "CT" if dimension == 3 else "CR/DX") if base_package
+        else ("CT" if dimension == 3 else "CR/DX"),
+        "labels": [l.to_dict() for l in labels],
+        "preprocessing": preprocessing,
+        "network": {"architecture": "MiT", "config": network.config.to_dict(), "in_channels": network.in_channels,
+                    "num_classes": network.num_classes},
+        "patch_size": list(patch),
+        "provenance": {
+            "training_data": [{"case": c.name, "sha256": c.sha256, "role": "validation" if c in val_cases
+                               else "training"} for c in cases],
+            "command": s.command or " ".join(sys.argv), "date": datetime.date.today().isoformat(), "seed": s.seed,
+            **base_info, "epochs": state["epoch"], "best_epoch": state["best_epoch"],
+        },
+        "metrics": {"val_dice": best["val_dice"], "history": state["history"],
+                    "description": "Dice per class on the held-out cases at the best epoch" if val_cases
+                    else "no validation case"},
+    }
+    return save_package(user_models_dir() / f"{name}-{version}", meta, network.state_dict(), dtype="float32")
