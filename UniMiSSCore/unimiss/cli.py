@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import __version__
 
+SAMPLES = {"ct": "ct-abdomen.nii.gz", "xray": "chest-xray.png"}
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".dcm")
 LABELMAP_SUFFIXES = (".seg.nrrd", ".nrrd", ".nii.gz", ".nii")
 
@@ -63,8 +64,14 @@ def _segment(args) -> int:
     from .zoo import default_model, resolve_model
 
     progress = Progress(args.progress)
-    cases = expand_inputs(args.inputs)
+    inputs = list(args.inputs)
+    if args.sample:
+        inputs.append(Path(__file__).with_name("samples") / SAMPLES[args.sample])
+    if not inputs:
+        raise ValueError("give images to segment, or --sample ct|xray")
+    cases = expand_inputs(inputs)
     outputs = _output_paths(cases, Path(args.output), args.format)
+    preview = args.preview or bool(args.sample)
     explicit = resolve_model(args.model) if args.model else None
     predictors, failures = {}, 0
     for case, out in zip(cases, outputs):
@@ -86,6 +93,12 @@ def _segment(args) -> int:
             progress.error(f"{case}: {exc}")
             continue
         progress.result(out, input=str(case), model=package.reference, seconds=round(clock(), 2))
+        if preview:
+            from .preview import write_preview
+
+            picture = out.with_name(out.name[: -len(_suffix(out, LABELMAP_SUFFIXES))] + "-preview.png")
+            write_preview(picture, image, labels, package.labels, modality_ct=package.dimension == 3)
+            progress.result(picture, input=str(case), kind="preview")
     progress.close()
     if failures:
         print(f"unimiss: {failures} of {len(cases)} cases failed", file=sys.stderr)
@@ -111,6 +124,41 @@ def _finetune(args) -> int:
     progress.close()
     if package is not None:
         progress.result(package.root, model=package.reference, metrics=package.meta.get("metrics", {}).get("val_dice"))
+    return 0
+
+
+def _drr(args) -> int:
+    import numpy as np
+    import SimpleITK as sitk
+
+    from .data.drr import project
+    from .data.io import atomic_output, read_image, read_labelmap, write_labelmap
+
+    ct = read_image(args.ct)
+    if ct.dimension != 3:
+        raise ValueError(f"{args.ct}: a DRR needs a CT volume, this is a 2D image")
+    labelmap, labels = read_labelmap(args.labels) if args.labels else (None, [])
+    if labelmap is not None and not labelmap.same_grid(ct):
+        raise ValueError(f"{args.labels}: the labelmap is not on the grid of the CT")
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    stem = _case_name(Path(args.ct))
+    rows = []
+    for i in range(args.count):
+        image, masks = project(ct, labelmap, labels, rng, size=args.size, randomise=not args.plain)
+        name = f"{stem}-drr{i:03d}"
+        with atomic_output(out / f"{name}.nrrd") as tmp:
+            sitk.WriteImage(image.to_sitk(), str(tmp), True)
+        if labelmap is not None:
+            write_labelmap(masks, out / f"{name}.seg.nrrd", labels)
+            rows.append(f"{name}.nrrd,{name}.seg.nrrd")
+    if rows:
+        with (out / "cases.csv").open("a") as f:
+            if f.tell() == 0:
+                f.write("image,label\n")
+            f.write("\n".join(rows) + "\n")
+    print(f"wrote {args.count} radiographs to {out}", file=sys.stderr)
     return 0
 
 
@@ -181,8 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     seg = commands.add_parser("segment", help="segment CT volumes or radiographs")
-    seg.add_argument("inputs", nargs="+", metavar="INPUT",
+    seg.add_argument("inputs", nargs="*", metavar="INPUT",
                      help="image files (NIfTI, NRRD, MHA, PNG, JPEG, DICOM), DICOM series folders, or folders of cases")
+    seg.add_argument("--sample", choices=sorted(SAMPLES), help="segment a bundled sample: a CT or a chest radiograph")
+    seg.add_argument("--preview", action="store_true",
+                     help="also write <output>-preview.png: the segments over three planes (always with --sample)")
     seg.add_argument("-o", "--output", required=True,
                      help="labelmap file (.seg.nrrd, .nrrd, .nii.gz) for one case, or a folder")
     seg.add_argument("--model", help="name, name@version or path of a model package (default: the built-in model "
@@ -229,6 +280,17 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--resume", action="store_true", help="continue from the workdir's checkpoint")
     ft.add_argument("--progress", default="auto", choices=["auto", "tqdm", "jsonl", "none"])
     ft.set_defaults(func=_finetune)
+
+    drr = commands.add_parser("drr", help="project a CT and its labels into radiographs and 2D masks")
+    drr.add_argument("ct")
+    drr.add_argument("labels", nargs="?", help="labelmap of the CT (.seg.nrrd, or .nrrd/.nii.gz with a .ctbl); "
+                                               "later labels are drawn over earlier ones")
+    drr.add_argument("-o", "--output", required=True, help="folder for <ct>-drrNNN.nrrd (+ .seg.nrrd, cases.csv)")
+    drr.add_argument("--count", type=int, default=1, help="how many randomised radiographs")
+    drr.add_argument("--size", type=int, default=512, help="pixels per side")
+    drr.add_argument("--seed", type=int, default=0)
+    drr.add_argument("--plain", action="store_true", help="no randomised geometry or intensity")
+    drr.set_defaults(func=_drr)
 
     ev = commands.add_parser("evaluate", help="Dice and mean surface distance per label, as JSON")
     ev.add_argument("prediction")

@@ -23,11 +23,12 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+def resolve_precision(precision: str, device: torch.device, training: bool = False) -> torch.dtype | None:
     """The autocast dtype, or None for fp32. `auto` is bf16 where the hardware computes it natively.
 
-    bf16 autocast agrees with fp32 on 98.9 % of voxels even with random weights
-    (Testing/benchmarks/bench_mit.py) and runs 2.5x faster on CPUs with AVX-512 BF16.
+    For inference, bf16 autocast agrees with fp32 on 98.9 % of voxels even with random
+    weights (Testing/benchmarks/bench_mit.py) and runs 2.5x faster on CPUs with AVX-512
+    BF16. CPU training gains nothing from it (Testing/benchmarks/bench_training.py): fp32.
     """
     if precision == "fp32":
         return None
@@ -39,6 +40,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         raise ValueError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if training:
+        return None
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 

@@ -119,7 +119,7 @@ def finetune(settings: FinetuneSettings, case_files, progress):
     lr = s.lr or (1e-2 if s.optimizer == "sgd" else 3e-4)
     optimizer = (torch.optim.SGD(model.parameters(), lr=lr, momentum=0.99, nesterov=True, weight_decay=3e-5)
                  if s.optimizer == "sgd" else torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2))
-    autocast = resolve_precision(s.precision, device)
+    autocast = resolve_precision(s.precision, device, training=True)
     max_epochs = s.epochs or (10_000 if s.minutes else 50)
 
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": []}

@@ -1,0 +1,78 @@
+"""Digitally reconstructed radiographs from the real chest CT and its labels."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import DATA
+from unimiss.data import Label, read_image, read_labelmap
+from unimiss.data.drr import project
+
+LIDC = DATA / "ct" / "lidc-idri-0001"
+
+
+@pytest.fixture(scope="module")
+def chest():
+    names = {v: int(k) for k, v in json.loads((LIDC / "labels.json").read_text())["labels"].items()}
+    ct, raw = read_image(LIDC / "image.nii.gz"), read_image(LIDC / "labels.nii.gz")
+    merged = np.zeros(raw.array.shape, np.uint8)
+    groups = {1: ["lung_upper_lobe_left", "lung_lower_lobe_left"],
+              2: ["lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right"],
+              3: ["heart"], 4: ["clavicula_left"]}
+    for value, sources in groups.items():
+        merged[np.isin(raw.array, [names[s] for s in sources])] = value
+    labels = [Label(1, "lung_left"), Label(2, "lung_right"), Label(3, "heart"), Label(4, "clavicula_left")]
+    return ct, raw.with_array(merged), labels
+
+
+def centre(mask):
+    rows, cols = np.nonzero(mask)
+    return rows.mean(), cols.mean()
+
+
+def test_projection_looks_like_a_frontal_radiograph(chest):
+    ct, labelmap, labels = chest
+    image, masks = project(ct, labelmap, labels, np.random.default_rng(0), size=256, randomise=False)
+    assert image.array.shape == masks.array.shape == (256, 256) and image.same_grid(masks)
+    assert image.array.dtype == np.uint8 and image.array.std() > 20
+    left, right, heart, clavicle = (centre(masks.array == v) for v in (1, 2, 3, 4))
+    # Radiological display: the patient's right lung on the left of the picture, the heart toward the
+    # patient's left, the clavicle above the heart (head at the top).
+    assert right[1] < heart[1] < left[1]
+    assert clavicle[0] < heart[0]
+    # The heart is drawn over the lungs; lungs are darker (less attenuating) than the heart's shadow.
+    assert image.array[masks.array == 3].mean() > image.array[masks.array == 1].mean()
+
+
+def test_randomised_projections_differ_and_are_reproducible(chest):
+    ct, labelmap, labels = chest
+    a = project(ct, labelmap, labels, np.random.default_rng(1), size=128)
+    b = project(ct, labelmap, labels, np.random.default_rng(1), size=128)
+    c = project(ct, labelmap, labels, np.random.default_rng(2), size=128)
+    assert np.array_equal(a[0].array, b[0].array) and np.array_equal(a[1].array, b[1].array)
+    assert not np.array_equal(a[0].array, c[0].array)
+
+
+def test_drr_command_writes_training_pairs(chest, tmp_path):
+    from unimiss.data import write_labelmap
+    ct, labelmap, labels = chest
+    seg = tmp_path / "chest.seg.nrrd"
+    write_labelmap(labelmap, seg, labels)
+    out = tmp_path / "drr"
+    proc = subprocess.run([sys.executable, "-m", "unimiss", "drr", str(LIDC / "image.nii.gz"), str(seg), "-o", str(out),
+                           "--count", "2", "--size", "128"], capture_output=True, text=True, env=os.environ)
+    assert proc.returncode == 0, proc.stderr
+    rows = (out / "cases.csv").read_text().splitlines()
+    assert rows == ["image,label", "image-drr000.nrrd,image-drr000.seg.nrrd", "image-drr001.nrrd,image-drr001.seg.nrrd"]
+    radiograph = read_image(out / "image-drr001.nrrd")
+    masks, names = read_labelmap(out / "image-drr001.seg.nrrd")
+    assert radiograph.dimension == 2 and radiograph.same_grid(masks)
+    assert [l.name for l in names] == ["lung_left", "lung_right", "heart", "clavicula_left"]
+    proc = subprocess.run([sys.executable, "-m", "unimiss", "drr", str(DATA / "xray" / "tbx11k-h0001.png"), "-o",
+                           str(tmp_path / "x")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "needs a CT volume" in proc.stderr
