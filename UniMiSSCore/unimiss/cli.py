@@ -131,7 +131,7 @@ def _drr(args) -> int:
     import numpy as np
     import SimpleITK as sitk
 
-    from .data.drr import project
+    from .data.drr import Projector
     from .data.io import atomic_output, read_image, read_labelmap, write_labelmap
 
     ct = read_image(args.ct)
@@ -145,8 +145,9 @@ def _drr(args) -> int:
     rng = np.random.default_rng(args.seed)
     stem = _case_name(Path(args.ct))
     rows = []
+    projector = Projector(ct, labelmap, labels)
     for i in range(args.count):
-        image, masks = project(ct, labelmap, labels, rng, size=args.size, randomise=not args.plain)
+        image, masks = projector.radiograph(rng, size=args.size, randomise=not args.plain)
         name = f"{stem}-drr{i:03d}"
         with atomic_output(out / f"{name}.nrrd") as tmp:
             sitk.WriteImage(image.to_sitk(), str(tmp), True)

@@ -18,39 +18,53 @@ from .labels import Label
 MU_WATER_PER_MM = 0.02  # linear attenuation of water near 70 keV, 1/mm
 
 
-def project(ct: ImageData, labelmap: ImageData | None, labels: list[Label], rng: np.random.Generator,
-            size: int = 512, randomise: bool = True, min_depth_fraction: float = 0.25):
-    """(radiograph, 2D labelmap) of one CT: uint8 image on a size x size grid, labels on the same grid.
+class Projector:
+    """Projects one CT (and its labels) into any number of randomised radiographs.
 
-    Rows run from head to feet, columns from the patient's right to left (the
-    usual display of a frontal chest radiograph). A pixel gets a label where the ray
-    crosses at least `min_depth_fraction` of the structure's largest depth, which keeps
-    thin margins out (e.g. the lung recesses behind the liver, invisible on a radiograph);
+    The line integrals are computed once; each radiograph then only costs 2D work.
+    Rows run from head to feet, columns from the patient's right to left (the usual
+    display of a frontal chest radiograph). A pixel gets a label where the ray crosses
+    at least `min_depth_fraction` of the structure's largest depth, which keeps thin
+    margins out (e.g. the lung recesses behind the liver, invisible on a radiograph);
     labels later in `labels` are drawn over earlier ones (the heart over the lungs,
     clavicles over both).
     """
-    volume = sitk.DICOMOrient(ct.to_sitk(), "LPS")  # array axes: z inferior->superior, y anterior->posterior, x right->left
-    hu = sitk.GetArrayViewFromImage(volume).astype(np.float32)
-    sx, sy, sz = volume.GetSpacing()
-    bone = rng.uniform(0.0, 0.6) if randomise else 0.3  # stands in for the tube voltage: how much bone stands out
-    mu = np.clip(1.0 + hu / 1000.0, 0.0, None)
-    mu = np.where(hu > 200, mu * (1.0 + bone * (hu - 200) / 1000.0), mu)
-    path = mu.sum(axis=1) * sy * MU_WATER_PER_MM  # (z, x) line integrals
-    gain = rng.uniform(0.7, 1.3) if randomise else 1.0
-    image = 1.0 - np.exp(-gain * path / max(float(np.percentile(path, 99)), 1e-6) * 2.0)
-    image = image[::-1]  # head at the top
-    masks = np.zeros(image.shape, np.uint8)
-    if labelmap is not None:
-        lab = sitk.GetArrayFromImage(sitk.DICOMOrient(labelmap.to_sitk(), "LPS"))
-        for label in labels:
-            depth = (lab == label.value).sum(axis=1)
-            if depth.max() > 0:
-                masks[(depth >= min_depth_fraction * depth.max())[::-1]] = label.value
-    projection = sitk.GetImageFromArray(image.astype(np.float32))
-    projection.SetSpacing((sx, sz))
-    label_image = sitk.GetImageFromArray(masks)
-    label_image.CopyInformation(projection)
-    return _square(projection, label_image, rng, size, randomise)
+
+    def __init__(self, ct: ImageData, labelmap: ImageData | None = None, labels=(), min_depth_fraction: float = 0.25):
+        volume = sitk.DICOMOrient(ct.to_sitk(), "LPS")  # axes: z inferior->superior, y anterior->posterior, x right->left
+        hu = sitk.GetArrayFromImage(volume).astype(np.float32)
+        sx, sy, sz = volume.GetSpacing()
+        mu = np.clip(1.0 + hu / 1000.0, 0.0, None)
+        # Bone contrast varies with the tube voltage: the path integral is linear in that factor,
+        # so keep its two parts apart and mix them per radiograph.
+        self.soft = (mu.sum(axis=1) * sy * MU_WATER_PER_MM)[::-1]
+        self.bone = ((mu * np.clip(hu - 200.0, 0.0, None) / 1000.0).sum(axis=1) * sy * MU_WATER_PER_MM)[::-1]
+        self.spacing = (sx, sz)
+        self.masks = np.zeros(self.soft.shape, np.uint8)
+        if labelmap is not None:
+            lab = sitk.GetArrayFromImage(sitk.DICOMOrient(labelmap.to_sitk(), "LPS"))
+            for label in labels:
+                depth = (lab == label.value).sum(axis=1)[::-1]
+                if depth.max() > 0:
+                    self.masks[depth >= min_depth_fraction * depth.max()] = label.value
+
+    def radiograph(self, rng: np.random.Generator, size: int = 512, randomise: bool = True):
+        """(radiograph, 2D labelmap): uint8 image on a size x size grid, labels on the same grid."""
+        bone = rng.uniform(0.0, 0.6) if randomise else 0.3
+        gain = rng.uniform(0.7, 1.3) if randomise else 1.0
+        path = self.soft + bone * self.bone
+        image = 1.0 - np.exp(-gain * path / max(float(np.percentile(path, 99)), 1e-6) * 2.0)
+        projection = sitk.GetImageFromArray(image.astype(np.float32))
+        projection.SetSpacing(self.spacing)
+        label_image = sitk.GetImageFromArray(self.masks)
+        label_image.CopyInformation(projection)
+        return _square(projection, label_image, rng, size, randomise)
+
+
+def project(ct: ImageData, labelmap: ImageData | None, labels: list[Label], rng: np.random.Generator,
+            size: int = 512, randomise: bool = True):
+    """One radiograph and its 2D labelmap (see Projector)."""
+    return Projector(ct, labelmap, labels).radiograph(rng, size, randomise)
 
 
 def _square(image: sitk.Image, labels: sitk.Image, rng, size: int, randomise: bool):
