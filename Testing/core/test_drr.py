@@ -11,7 +11,7 @@ import pytest
 
 from conftest import DATA
 from unimiss.data import Label, read_image, read_labelmap
-from unimiss.data.drr import project
+from unimiss.data.drr import Projector
 
 LIDC = DATA / "ct" / "lidc-idri-0001"
 
@@ -30,14 +30,18 @@ def chest():
     return ct, raw.with_array(merged), labels
 
 
+@pytest.fixture(scope="module")
+def projector(chest):
+    return Projector(*chest)
+
+
 def centre(mask):
     rows, cols = np.nonzero(mask)
     return rows.mean(), cols.mean()
 
 
-def test_projection_looks_like_a_frontal_radiograph(chest):
-    ct, labelmap, labels = chest
-    image, masks = project(ct, labelmap, labels, np.random.default_rng(0), size=256, randomise=False)
+def test_projection_looks_like_a_frontal_radiograph(projector):
+    image, masks = projector.radiograph(np.random.default_rng(0), size=256, randomise=False)
     assert image.array.shape == masks.array.shape == (256, 256) and image.same_grid(masks)
     assert image.array.dtype == np.uint8 and image.array.std() > 20
     left, right, heart, clavicle = (centre(masks.array == v) for v in (1, 2, 3, 4))
@@ -49,11 +53,10 @@ def test_projection_looks_like_a_frontal_radiograph(chest):
     assert image.array[masks.array == 3].mean() > image.array[masks.array == 1].mean()
 
 
-def test_randomised_projections_differ_and_are_reproducible(chest):
-    ct, labelmap, labels = chest
-    a = project(ct, labelmap, labels, np.random.default_rng(1), size=128)
-    b = project(ct, labelmap, labels, np.random.default_rng(1), size=128)
-    c = project(ct, labelmap, labels, np.random.default_rng(2), size=128)
+def test_randomised_projections_differ_and_are_reproducible(projector):
+    a = projector.radiograph(np.random.default_rng(1), size=128)
+    b = projector.radiograph(np.random.default_rng(1), size=128)
+    c = projector.radiograph(np.random.default_rng(2), size=128)
     assert np.array_equal(a[0].array, b[0].array) and np.array_equal(a[1].array, b[1].array)
     assert not np.array_equal(a[0].array, c[0].array)
 

@@ -13,7 +13,6 @@ import numpy as np
 import SimpleITK as sitk
 
 from .image import ImageData
-from .labels import Label
 
 MU_WATER_PER_MM = 0.02  # linear attenuation of water near 70 keV, 1/mm
 
@@ -59,12 +58,6 @@ class Projector:
         label_image = sitk.GetImageFromArray(self.masks)
         label_image.CopyInformation(projection)
         return _square(projection, label_image, rng, size, randomise)
-
-
-def project(ct: ImageData, labelmap: ImageData | None, labels: list[Label], rng: np.random.Generator,
-            size: int = 512, randomise: bool = True):
-    """One radiograph and its 2D labelmap (see Projector)."""
-    return Projector(ct, labelmap, labels).radiograph(rng, size, randomise)
 
 
 def _square(image: sitk.Image, labels: sitk.Image, rng, size: int, randomise: bool):
