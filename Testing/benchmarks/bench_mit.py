@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from reference import deterministic_weights, official_keys  # noqa: E402
+from testkit import deterministic_weights, official_keys  # noqa: E402
 
 from unimiss.models import MiTSegmentation, from_official_segmentation  # noqa: E402
 from unimiss.models.layers import chunked_attention  # noqa: E402

@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parents[1]))
-from conftest import DATA, make_package  # noqa: E402
+from testkit import DATA, make_package  # noqa: E402
 
 CT = DATA / "ct" / "lidc-idri-0001" / "image.nii.gz"
 PREPROCESSING = {"spacing": [1.5, 1.5, 2.5], "orientation": "LPS",

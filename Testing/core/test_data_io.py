@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
-from reference import SHARED
+from testkit import SHARED
 from unimiss.data import ImageData, InputError, Label, atomic_output, read_image, read_labelmap, write_labelmap
 
 DATA = SHARED / "data"

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import DATA
+from testkit import DATA
 from unimiss.data import Label, read_image, read_labelmap
 from unimiss.data.drr import Projector
 

@@ -15,8 +15,7 @@ import SimpleITK as sitk
 import torch
 from safetensors.torch import load_file
 
-from conftest import DATA
-from reference import deterministic_weights, official_keys
+from testkit import DATA, deterministic_weights, official_keys
 from unimiss.data import ImageData, Label, read_image, read_labelmap, write_labelmap
 
 ORGANS = ["liver", "spleen", "kidney_left", "kidney_right"]

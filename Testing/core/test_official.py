@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from reference import deterministic_weights
+from testkit import deterministic_weights
 from unimiss.models import (CheckpointError, from_official_pretrain, from_official_segmentation, load_checkpoint,
                             segmentation_from_official_pretrain)
 

@@ -14,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
-from conftest import DATA
+from testkit import DATA
 
 CT = DATA / "ct" / "lidc-idri-0001" / "image.nii.gz"
 DICOM = DATA / "ct" / "ts-dicom" / "dicom"

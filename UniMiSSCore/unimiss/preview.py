@@ -25,9 +25,8 @@ def _overlay(grey: np.ndarray, labels: np.ndarray, colors: dict[int, tuple]) -> 
     return rgb.astype(np.uint8)
 
 
-def _isotropic(plane: np.ndarray, row_mm: float, col_mm: float) -> np.ndarray:
-    """Stretch a plane (nearest neighbour) so that its pixels are square; anisotropic CT otherwise looks squashed."""
-    pixel = min(row_mm, col_mm)
+def _isotropic(plane: np.ndarray, row_mm: float, col_mm: float, pixel: float) -> np.ndarray:
+    """Resample a plane (nearest neighbour) to square pixels of `pixel` mm; anisotropic CT otherwise looks squashed."""
     rows, cols = (int(round(n * s / pixel)) for n, s in zip(plane.shape, (row_mm, col_mm)))
     r = np.minimum((np.arange(rows) + 0.5) * pixel / row_mm, plane.shape[0] - 1).astype(int)
     c = np.minimum((np.arange(cols) + 0.5) * pixel / col_mm, plane.shape[1] - 1).astype(int)
@@ -46,10 +45,12 @@ def render(image: ImageData, labelmap: ImageData, labels: list[Label], modality_
     fg = np.argwhere(lab > 0)
     z, y, x = (fg.mean(axis=0).round().astype(int) if len(fg) else np.array(lab.shape) // 2)
     planes = [(ct[z], lab[z], sy, sx), (ct[::-1, y], lab[::-1, y], sz, sx), (ct[::-1, :, x], lab[::-1, :, x], sz, sy)]
+    # Square pixels, fine enough that the largest side has at least 384 of them.
+    pixel = min(sx, sy, sz, max(n * s for n, s in zip(ct.shape, (sz, sy, sx))) / 384)
     panels = []
     for grey, seg, row_mm, col_mm in planes:
-        panels.append(_overlay(_isotropic(_window(grey, modality_ct), row_mm, col_mm),
-                               _isotropic(seg, row_mm, col_mm), colors))
+        panels.append(_overlay(_isotropic(_window(grey, modality_ct), row_mm, col_mm, pixel),
+                               _isotropic(seg, row_mm, col_mm, pixel), colors))
     height = max(p.shape[0] for p in panels)
     padded = [np.pad(p, ((0, height - p.shape[0]), (0, 4), (0, 0))) for p in panels]
     return np.concatenate(padded, axis=1)

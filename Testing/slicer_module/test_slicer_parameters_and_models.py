@@ -1,0 +1,105 @@
+"""The parameter node, the model list with its one-line descriptions, sharing and rolling back models."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from slicer_testing import MODULE_DIR, add_segmentation, load_ct, organ_masks
+
+from UniMiSSSlicerLib import UniMiSSParameters
+
+
+def test_parameters_round_trip_through_the_parameter_node(logic, scene):
+    volume = load_ct()
+    node = logic.getParameterNode()
+    assert node.IsA("vtkMRMLScriptedModuleNode") and logic.getParameterNode() is node
+    segmentation = add_segmentation(volume, organ_masks())
+    UniMiSSParameters(inputVolume=volume, model="test-ct@1.0.0", testTimeAugmentation=True, epochs=7,
+                      minutes=2.5, learningRate=1e-4, patchSize="32 64 64", exportSegmentation=segmentation,
+                      exportFormat="nii.gz").save(node)
+    loaded = UniMiSSParameters.load(node)
+    assert loaded.inputVolume is volume and loaded.exportSegmentation is segmentation
+    assert loaded.exportReferenceVolume is None
+    assert (loaded.model, loaded.testTimeAugmentation, loaded.epochs, loaded.minutes, loaded.learningRate) == (
+        "test-ct@1.0.0", True, 7, 2.5, 1e-4)
+    assert loaded.patchSizeValues() == (32, 64, 64) and loaded.exportFormat == "nii.gz"
+    node.SetParameter("epochs", "many")  # unreadable: the default stays
+    assert UniMiSSParameters.load(node).epochs == 20
+
+
+@pytest.mark.parametrize("text, expected", [("", None), ("256 256", (256, 256)), ("32x128x128", (32, 128, 128)),
+                                            ("32, 64, 64", (32, 64, 64))])
+def test_patch_size_text(text, expected):
+    assert UniMiSSParameters(patchSize=text).patchSizeValues() == expected
+
+
+@pytest.mark.parametrize("text", ["32", "a b c", "0 64 64", "1 2 3 4"])
+def test_bad_patch_size_text(text):
+    with pytest.raises(ValueError, match="patch size"):
+        UniMiSSParameters(patchSize=text).patchSizeValues()
+
+
+def test_model_list_with_one_line_descriptions(logic):
+    models = {m.reference: m for m in logic.models()}
+    assert {"test-ct@1.0.0", "test-cxr@1.0.0"} <= set(models)
+    assert [m.reference for m in logic.models(2) if not m.builtin] == ["test-cxr@1.0.0"]
+    summary = models["test-ct@1.0.0"].summary
+    assert "\n" not in summary
+    assert "3D CT, 2 labels (liver, spleen)" in summary and "none: random weights for tests" in summary
+    assert "liver" in models["test-ct@1.0.0"].details and "location" in models["test-ct@1.0.0"].details
+
+
+def test_share_roll_back_and_import_a_model(logic, home, tmp_path, monkeypatch):
+    own = tmp_path / "home"
+    shutil.copytree(home / "models", own / "models")
+    monkeypatch.setenv("UNIMISS_HOME", str(own))
+    shared = logic.exportModel("test-ct", tmp_path / "shared.zip")
+    logic.removeModel("test-ct@1.0.0")
+    assert "test-ct@1.0.0" not in {m.reference for m in logic.models()}
+    with pytest.raises(ValueError, match="unknown model"):
+        logic.modelFor(3, "test-ct")
+    assert logic.importModel(shared).reference == "test-ct@1.0.0"
+    assert logic.modelFor(3, "test-ct").labels == ("liver", "spleen")
+
+
+def test_the_training_chart_shows_each_epoch_and_goes_away(scene):
+    from UniMiSSSlicerLib.chart import TrainingChart
+
+    before = scene.GetNumberOfNodes()
+    chart = TrainingChart()
+    chart.add({"event": "metric", "epoch": 1, "loss": 0.9, "val_dice": {"liver": 0.2, "spleen": 0.4}})
+    chart.add({"event": "metric", "epoch": 2, "loss": 0.5, "val_dice": {"liver": 0.6, "spleen": 0.8}})
+    assert chart.rows() == [(1.0, 0.9, pytest.approx(0.3)), (2.0, 0.5, pytest.approx(0.7))]
+    assert chart.chart.GetNumberOfPlotSeriesNodes() == 2
+    assert {chart.chart.GetNthPlotSeriesNode(i).GetYColumnName() for i in range(2)} == {"loss", "validation Dice"}
+    chart.remove()
+    assert scene.GetNumberOfNodes() == before
+
+
+def test_dependencies_are_installed_only_after_the_user_agrees(monkeypatch):
+    import importlib.util
+
+    from UniMiSSSlicerLib.dependencies import Dependencies, bundledCoreSource
+
+    asked, installed = [], []
+    assert bundledCoreSource() == MODULE_DIR.parent / "UniMiSSCore"
+    everything_there = Dependencies(confirm=lambda text: asked.append(text) or True, pipInstall=installed.append)
+    assert everything_there.missing() == [] and everything_there.ensure() and not asked and not installed
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "unimiss" and not installed else real_find_spec(name, *a))
+    declined = Dependencies(confirm=lambda text: asked.append(text) or False, pipInstall=installed.append)
+    assert declined.missing() == ["unimiss"] and not declined.ensure() and not installed
+    assert "unimiss" in asked[-1]
+    agreed = Dependencies(confirm=lambda text: True, pipInstall=installed.append, installTorch=lambda: True)
+    assert agreed.ensure()
+    assert installed == [[str(MODULE_DIR.parent / "UniMiSSCore")]]  # the bundled core, not a download
+
+
+def test_the_bundled_samples_are_found():
+    from UniMiSSSlicerLib.samples import SAMPLES, samplePath
+
+    for _, file_name, _ in SAMPLES:
+        assert samplePath(file_name).is_file()

@@ -1,0 +1,49 @@
+"""What the tests and benchmarks share: paths to ../shared, the official reference kit, test model packages."""
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REFERENCE = SHARED / "reference" / "official-unimiss"
+DATA = SHARED / "data"
+
+
+def deterministic_weights(keys: dict) -> dict:
+    """The reference README's weights: each tensor seeded by the crc32 of its official name."""
+    out = {}
+    for key, shape in keys.items():
+        gen = torch.Generator().manual_seed(zlib.crc32(key.encode()))
+        value = torch.randn(shape, generator=gen) * 0.05
+        if len(shape) == 1 and key.endswith("weight"):
+            value += 1.0
+        out[key] = value
+    return out
+
+
+def official_keys(name: str) -> dict:
+    """`pretrain_keys.json` or `seg3d_keys.json` as a dict."""
+    return json.loads((REFERENCE / name).read_text())
+
+
+def make_package(root, name, dimension, labels, preprocessing, patch, seed=0, default=False, config="compact"):
+    """A small model package with random weights, for tests only (never shipped)."""
+    from unimiss.data import Label
+    from unimiss.models import MiTSegmentation
+    from unimiss.zoo import save_package
+
+    torch.manual_seed(seed)
+    net = MiTSegmentation(config, len(labels) + 1, dimension, in_channels=1, patch_size=patch)
+    meta = {
+        "schema_version": 1, "name": name, "version": "1.0.0", "task": "segmentation", "dimension": dimension,
+        "default": default, "modality": "CT" if dimension == 3 else "CR/DX",
+        "labels": [Label(i + 1, n, (40 * i % 255, 100, 200)).to_dict() for i, n in enumerate(labels)],
+        "preprocessing": preprocessing, "patch_size": list(patch),
+        "network": {"architecture": "MiT", "config": config, "in_channels": 1, "num_classes": len(labels) + 1},
+        "provenance": {"training_data": "none: random weights for tests"},
+    }
+    return save_package(Path(root) / f"{name}-1.0.0", meta, net.state_dict(), dtype="float32")
