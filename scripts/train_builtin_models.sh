@@ -26,7 +26,7 @@ unimiss drr "$WORK/data/chest/lidc.nrrd" "$WORK/data/chest/lidc.seg.nrrd" -o "$W
 ( cat "$WORK/drr-train/cases.csv"; tail -n +2 "$WORK/drr-val/cases.csv" | sed "s|^|../drr-val/|; s|,|,../drr-val/|" ) \
   > "$WORK/drr-train/all.csv"
 CXR_CMD="unimiss finetune --csv $WORK/drr-train/all.csv --validation 24 --name cxr-lungs-heart-compact --config compact \
-  --patch-size 256 256 --intensity percentile --minutes 25 --iterations 100 --batch-size 8 --seed 0 \
+  --patch-size 256 256 --intensity percentile --minutes 22 --iterations 100 --batch-size 8 --seed 0 \
   --patience 1000 --workdir $WORK/cxr-work --progress jsonl"
 $CXR_CMD > "$WORK/cxr-log.jsonl"
 python scripts/package_builtin.py "$(ls -d "$UNIMISS_HOME"/models/cxr-lungs-heart-compact-* | tail -1)" cxr-lungs-heart-compact \

@@ -185,6 +185,18 @@ def test_two_process_distributed_run(cases, tmp_path):
     assert (tmp_path / "home" / "models" / "ddp-1.0.0" / "weights.safetensors").is_file()
 
 
+def test_cases_may_share_a_file_name(cases, tmp_path):
+    # Two folders of cases named alike (e.g. case0.nrrd in each), one of them held out.
+    copies = []
+    for i, folder in enumerate(("site-a", "site-b")):
+        (tmp_path / folder).mkdir()
+        for suffix in (".nrrd", ".seg.nrrd"):
+            (tmp_path / folder / f"case{suffix}").symlink_to(cases[i][0 if suffix == ".nrrd" else 1])
+        copies.append((tmp_path / folder / "case.nrrd", tmp_path / folder / "case.seg.nrrd"))
+    proc = run([*pairs(copies), *FAST, "--epochs", "1", "--validation", "1"], tmp_path / "home", tmp_path / "w")
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_decathlon_folder_and_csv(cases, tmp_path):
     root = tmp_path / "Task01_Organs"
     (root / "imagesTr").mkdir(parents=True)

@@ -22,7 +22,7 @@ class CaseFiles:
     names: dict[int, str] | None = None  # label value -> class name, when the folder's dataset.json gives them
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: two cases may share a name, and arrays have no truth value
 class TrainingCase:
     """One case on the model's working grid: normalised image, class indices of the target label set."""
     name: str
