@@ -130,7 +130,7 @@ def test_interrupt_leaves_no_output(model_home, tmp_path):
     out = tmp_path / "ct.seg.nrrd"
     env = {**os.environ, "UNIMISS_HOME": str(model_home)}
     proc = subprocess.Popen([sys.executable, "-m", "unimiss", "segment", str(CT), "-o", str(out), "--model", "test-ct",
-                             "--progress", "jsonl", "--overlap", "0.8"], env=env, stdout=subprocess.PIPE,
+                             "--progress", "jsonl", "--overlap", "0.9", "--tta"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if '"stage": "inference"' in line:

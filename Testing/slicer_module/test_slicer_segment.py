@@ -87,8 +87,10 @@ def test_an_oblique_volume_keeps_its_grid(logic, scene):
 
 def test_radiograph_as_single_slice_volume_gives_a_2d_segmentation(logic, scene):
     volume = load_radiograph()
-    assert logic.modelFor(2).reference == "test-cxr@1.0.0"  # the only 2D model: chosen by default
-    outcome = logic.segment(volume).wait(timeout=240)
+    from unimiss.zoo import default_model
+
+    assert logic.modelFor(2).reference == default_model(2).reference  # without a choice: the built-in default
+    outcome = logic.segment(volume, "test-cxr").wait(timeout=240)
     assert outcome.ok, outcome.message
     node = outcome.value
     segmentation = node.GetSegmentation()

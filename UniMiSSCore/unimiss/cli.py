@@ -155,10 +155,8 @@ def _drr(args) -> int:
             write_labelmap(masks, out / f"{name}.seg.nrrd", labels)
             rows.append(f"{name}.nrrd,{name}.seg.nrrd")
     if rows:
-        with (out / "cases.csv").open("a") as f:
-            if f.tell() == 0:
-                f.write("image,label\n")
-            f.write("\n".join(rows) + "\n")
+        with atomic_output(out / "cases.csv") as tmp:
+            tmp.write_text("\n".join(["image,label", *rows]) + "\n")
     print(f"wrote {args.count} radiographs to {out}", file=sys.stderr)
     return 0
 
@@ -286,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     drr.add_argument("ct")
     drr.add_argument("labels", nargs="?", help="labelmap of the CT (.seg.nrrd, or .nrrd/.nii.gz with a .ctbl); "
                                                "later labels are drawn over earlier ones")
-    drr.add_argument("-o", "--output", required=True, help="folder for <ct>-drrNNN.nrrd (+ .seg.nrrd, cases.csv)")
+    drr.add_argument("-o", "--output", required=True,
+                     help="folder for <ct>-drrNNN.nrrd, and with labels their .seg.nrrd and a cases.csv listing the pairs")
     drr.add_argument("--count", type=int, default=1, help="how many randomised radiographs")
     drr.add_argument("--size", type=int, default=512, help="pixels per side")
     drr.add_argument("--seed", type=int, default=0)

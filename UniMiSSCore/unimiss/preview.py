@@ -39,9 +39,10 @@ def render(image: ImageData, labelmap: ImageData, labels: list[Label], modality_
     if image.dimension == 2:
         return _overlay(_window(image.array, modality_ct), labelmap.array, colors)
     # Radiological display: patient's right on the left of the picture, head at the top.
-    ct = sitk.GetArrayFromImage(sitk.DICOMOrient(image.to_sitk(), "LPS"))
+    oriented = sitk.DICOMOrient(image.to_sitk(), "LPS")
+    ct = sitk.GetArrayFromImage(oriented)
     lab = sitk.GetArrayFromImage(sitk.DICOMOrient(labelmap.to_sitk(), "LPS"))
-    sx, sy, sz = sitk.DICOMOrient(image.to_sitk(), "LPS").GetSpacing()
+    sx, sy, sz = oriented.GetSpacing()
     fg = np.argwhere(lab > 0)
     z, y, x = (fg.mean(axis=0).round().astype(int) if len(fg) else np.array(lab.shape) // 2)
     planes = [(ct[z], lab[z], sy, sx), (ct[::-1, y], lab[::-1, y], sz, sx), (ct[::-1, :, x], lab[::-1, :, x], sz, sy)]
