@@ -1,12 +1,23 @@
-"""MiT, the UniMiSS network family, written once for 2D and 3D."""
-from .config import CONFIGS, MiTConfig, get_config
-from .heads import ClassificationHead, MiTClassifier, ProjectionHead
-from .mit import MiT, MiTSegmentation
-from .official import (CheckpointError, TransferReport, from_official_pretrain, from_official_segmentation,
-                       load_checkpoint, segmentation_from_official_pretrain)
+"""MiT, the UniMiSS network family, written once for 2D and 3D.
 
-__all__ = [
-    "CONFIGS", "MiTConfig", "get_config", "MiT", "MiTSegmentation", "ProjectionHead", "ClassificationHead",
-    "MiTClassifier", "CheckpointError", "TransferReport", "from_official_pretrain", "from_official_segmentation",
-    "segmentation_from_official_pretrain", "load_checkpoint",
-]
+The configs and grid arithmetic import without torch (model listing in a GUI stays
+light); the networks and loaders are imported on first use.
+"""
+import importlib
+
+from .config import CONFIGS, MiTConfig, get_config, grid_after, size_multiple, stem_stride
+
+_LAZY = {
+    "MiT": "mit", "MiTSegmentation": "mit", "ProjectionHead": "heads", "ClassificationHead": "heads",
+    "MiTClassifier": "heads", "CheckpointError": "official", "TransferReport": "official",
+    "from_official_pretrain": "official", "from_official_segmentation": "official",
+    "segmentation_from_official_pretrain": "official", "load_checkpoint": "official",
+}
+
+__all__ = ["CONFIGS", "MiTConfig", "get_config", "grid_after", "size_multiple", "stem_stride", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

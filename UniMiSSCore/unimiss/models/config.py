@@ -88,3 +88,18 @@ def get_config(name_or_config) -> MiTConfig:
         return CONFIGS[name_or_config]
     except KeyError:
         raise ValueError(f"unknown MiT config {name_or_config!r}; choose one of {', '.join(CONFIGS)}") from None
+
+
+def stem_stride(spatial_dims: int) -> tuple[int, ...]:
+    """The stem halves the in-plane resolution; a 3D stem keeps the slice count."""
+    return (2, 2) if spatial_dims == 2 else (1, 2, 2)
+
+
+def grid_after(img_size, spatial_dims: int, n_halvings: int) -> tuple[int, ...]:
+    """Token grid after the stem and `n_halvings` stride-2 patch embeddings."""
+    return tuple(s // st // 2**n_halvings for s, st in zip(img_size, stem_stride(spatial_dims)))
+
+
+def size_multiple(spatial_dims: int) -> tuple[int, ...]:
+    """Input sizes must be multiples of these so every skip connection lines up."""
+    return tuple(st * 2**4 for st in stem_stride(spatial_dims))

@@ -11,25 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import MiTConfig, get_config
+from .config import MiTConfig, get_config, grid_after, size_multiple, stem_stride
 from .layers import Block, ConvNormAct, PositionalEmbedding, Switchable, conv, conv_transpose, to_map, to_tokens
 
 IN_CHANNELS = {2: 3, 3: 1}  # published stems: RGB-replicated radiographs, single-channel CT
-
-
-def stem_stride(spatial_dims: int) -> tuple[int, ...]:
-    """The stem halves the in-plane resolution; a 3D stem keeps the slice count."""
-    return (2, 2) if spatial_dims == 2 else (1, 2, 2)
-
-
-def grid_after(img_size, spatial_dims: int, n_halvings: int) -> tuple[int, ...]:
-    """Token grid after the stem and `n_halvings` stride-2 patch embeddings."""
-    return tuple(s // st // 2**n_halvings for s, st in zip(img_size, stem_stride(spatial_dims)))
-
-
-def size_multiple(spatial_dims: int) -> tuple[int, ...]:
-    """Input sizes must be multiples of these so every skip connection lines up."""
-    return tuple(st * 2**4 for st in stem_stride(spatial_dims))
 
 
 class TransformerStage(nn.Module):

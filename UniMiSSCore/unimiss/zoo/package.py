@@ -108,7 +108,7 @@ def validate_meta(meta, source) -> dict:
     if intensity["method"] == "percentile" and not intensity["lower"] < intensity["upper"]:
         fail("preprocessing.intensity", "lower must be below upper")
 
-    from ..models.mit import size_multiple
+    from ..models.config import size_multiple
 
     patch = meta["patch_size"]
     if len(patch) != dim:
