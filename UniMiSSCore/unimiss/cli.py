@@ -127,6 +127,26 @@ def _finetune(args) -> int:
     return 0
 
 
+def _pretrain(args) -> int:
+    from .progress import Progress
+    from .training.pretrain import PretrainSettings, pretrain
+
+    progress = Progress(args.progress)
+    settings = PretrainSettings(
+        images2d=args.images2d or [], images3d=args.images3d or [], config=args.config,
+        view_size_2d=tuple(args.view_size_2d), view_size_3d=tuple(args.view_size_3d), spacing=args.spacing,
+        epochs=args.epochs, interval=args.interval, batch_size=args.batch_size,
+        samples_per_epoch=args.samples_per_epoch, lr=args.lr, warmup_epochs=args.warmup_epochs,
+        out_dim=args.out_dim, teacher_temp=args.teacher_temp, momentum_teacher=args.momentum_teacher,
+        seed=args.seed, save_every=args.save_every, device=args.device, output=Path(args.output),
+        resume=args.resume)
+    path = pretrain(settings, progress)
+    progress.close()
+    if path is not None:
+        progress.result(path)
+    return 0
+
+
 def _drr(args) -> int:
     import numpy as np
     import SimpleITK as sitk
@@ -279,6 +299,32 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--resume", action="store_true", help="continue from the workdir's checkpoint")
     ft.add_argument("--progress", default="auto", choices=["auto", "tqdm", "jsonl", "none"])
     ft.set_defaults(func=_finetune)
+
+    pt = commands.add_parser("pretrain", help="UniMiSS self-supervised pretraining on unlabelled radiographs and CTs")
+    pt.add_argument("--images2d", nargs="+", metavar="PATH", help="radiographs (PNG, JPEG, DICOM) or folders of them")
+    pt.add_argument("--images3d", nargs="+", metavar="PATH", help="CT volumes (NIfTI, NRRD, DICOM folders) or folders")
+    pt.add_argument("--config", default="compact", choices=["compact", "tiny", "small"])
+    pt.add_argument("--view-size-2d", type=int, nargs=2, default=[128, 128], metavar=("Y", "X"),
+                    help="2D view size, multiples of 32 (published: 224 224)")
+    pt.add_argument("--view-size-3d", type=int, nargs=3, default=[16, 96, 96], metavar=("Z", "Y", "X"),
+                    help="3D view size, multiples of (16, 32, 32)")
+    pt.add_argument("--spacing", type=float, default=2.0, help="working CT spacing in mm (isotropic)")
+    pt.add_argument("--epochs", type=int, default=10)
+    pt.add_argument("--interval", type=int, default=2, help="2D and 3D epochs alternate every this many epochs")
+    pt.add_argument("--batch-size", type=int, default=4, help="per process")
+    pt.add_argument("--samples-per-epoch", type=int, help="default: the number of images of the epoch's kind")
+    pt.add_argument("--lr", type=float, help="peak learning rate (default: 8e-4 x total batch / 256)")
+    pt.add_argument("--warmup-epochs", type=int, help="learning-rate warm-up (default: min(10, epochs/10))")
+    pt.add_argument("--out-dim", type=int, default=4096, help="projection head output (published: 65536)")
+    pt.add_argument("--teacher-temp", type=float, default=0.04)
+    pt.add_argument("--momentum-teacher", type=float, default=0.996)
+    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--save-every", type=int, default=20, help="checkpoint every this many epochs (and the last)")
+    pt.add_argument("--device", default="auto")
+    pt.add_argument("--output", default="unimiss-pretrain", help="checkpoint.pth and log.jsonl go here")
+    pt.add_argument("--resume", action="store_true", help="continue from the output folder's checkpoint")
+    pt.add_argument("--progress", default="auto", choices=["auto", "tqdm", "jsonl", "none"])
+    pt.set_defaults(func=_pretrain)
 
     drr = commands.add_parser("drr", help="project a CT and its labels into radiographs and 2D masks")
     drr.add_argument("ct")

@@ -310,3 +310,46 @@ def _transfer_pos_table(table, name, source_cfg, target_cfg, spatial_dims):
 def _adapt_stem(weight, in_channels):
     """Stem weights for another channel count, exact when the input channels are copies of one image."""
     return weight.sum(dim=1, keepdim=True).repeat_interleave(in_channels, dim=1) / in_channels
+
+
+# ---------------------------------------------------------------- our names -> official (for writing checkpoints)
+
+_B = r"branches\.(?P<d>[23])d"
+_INVERSE = [
+    (rf"encoder\.stem\.{_B}\.(?P<rest>.+)", lambda m, d: f"transformer.patch_embed{d}0.{m['rest']}"),
+    (rf"encoder\.stages\.(?P<i>[0-3])\.embed\.{_B}\.(?P<rest>.+)",
+     lambda m, d: f"transformer.patch_embed{d}{int(m['i']) + 1}.proj.{m['rest']}"),
+    (r"encoder\.stages\.(?P<i>[0-3])\.pos\.tables\.(?P<d>[23])d", lambda m, d: f"transformer.pos_embed{d}{int(m['i']) + 1}"),
+    (r"encoder\.stages\.0\.cls_token", lambda m, d: "transformer.cls_tokens1"),
+    (r"encoder\.stages\.(?P<i>[1-3])\.cls_proj\.(?P<rest>.+)",
+     lambda m, d: f"transformer.cls_tokens{int(m['i']) + 1}.{m['rest']}"),
+    (rf"encoder\.stages\.(?P<i>[0-3])\.blocks\.(?P<b>\d+)\.attn\.sr\.{_B}\.(?P<rest>.+)",
+     lambda m, d: f"transformer.block{int(m['i']) + 1}.{m['b']}.attn.sr{d}.{m['rest']}"),
+    (r"encoder\.stages\.(?P<i>[0-3])\.blocks\.(?P<rest>.+)", lambda m, d: f"transformer.block{int(m['i']) + 1}.{m['rest']}"),
+    (rf"decoder\.stages\.(?P<j>[0-2])\.embed\.{_B}\.(?P<rest>.+)", lambda m, d: f"DecEmbed{d}{m['j']}.proj.{m['rest']}"),
+    (r"decoder\.stages\.(?P<j>[0-2])\.pos\.tables\.(?P<d>[23])d", lambda m, d: f"DecPosEmbed{d}{m['j']}"),
+    (rf"decoder\.stages\.(?P<j>[0-2])\.blocks\.(?P<b>\d+)\.attn\.sr\.{_B}\.(?P<rest>.+)",
+     lambda m, d: f"Decblock{m['j']}.{m['b']}.attn.sr{d}.{m['rest']}"),
+    (r"decoder\.stages\.(?P<j>[0-2])\.blocks\.(?P<rest>.+)", lambda m, d: f"Decblock{m['j']}.{m['rest']}"),
+    (r"decoder\.stages\.(?P<j>[0-2])\.cls_proj\.(?P<rest>.+)", lambda m, d: f"cls_tokens{m['j']}.{m['rest']}"),
+    (r"decoder\.stages\.2\.norm\.(?P<rest>.+)", lambda m, d: f"norm.{m['rest']}"),
+    (r"head_expand\.(?P<rest>.+)", lambda m, d: f"transposeconv_stage3.{m['rest']}"),
+    (r"head_conv\.(?P<rest>.+)", lambda m, d: f"stage3_de.{m['rest']}"),
+    (r"aux_heads\.(?P<k>[0-3])\.(?P<rest>.+)", lambda m, d: f"ds{m['k']}_cls_conv.{m['rest']}"),
+    (r"classifier\.(?P<rest>.+)", lambda m, d: f"cls_conv.{m['rest']}"),
+]
+_INVERSE = [(re.compile(p), f) for p, f in _INVERSE]
+
+
+def ours_to_official(name: str, tagged: bool = True) -> str:
+    """The official parameter name for one of ours; the inverse of `official_to_ours`.
+
+    With `tagged` (pretraining networks, both 2D and 3D halves) switchable parts carry
+    a `2D`/`3D` tag; without it (downstream 3D networks) they carry none.
+    """
+    for pattern, make in _INVERSE:
+        m = pattern.fullmatch(name)
+        if m:
+            d = m.groupdict().get("d")
+            return make(m, f"{d}D" if d and tagged else "")
+    raise ValueError(f"no official name for parameter {name!r}")

@@ -1,4 +1,4 @@
-"""Training: supervised fine-tuning (and, later, UniMiSS self-supervised pretraining)."""
+"""Training: supervised fine-tuning, and UniMiSS self-supervised pretraining (`pretrain`)."""
 from .cases import CaseFiles, TrainingCase, pairs_from_args
 from .finetune import FinetuneSettings, finetune
 

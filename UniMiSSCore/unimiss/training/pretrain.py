@@ -1,0 +1,315 @@
+"""UniMiSS self-supervised pretraining: self-distillation on unlabelled radiographs and CT volumes.
+
+The published recipe (YtongXie/UniMiSS-code, `UniMiSS/main.py`): a student MiT with
+stochastic depth and a projection head learns to match an EMA teacher across two
+global views of each image; 2D and 3D epochs alternate every `interval` epochs, and
+during 2D epochs the 3D-only parameters are frozen. Checkpoints are written in the
+official layout, so `from_official_pretrain` and `unimiss finetune --base` read them.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from ..inference.predictor import resolve_device
+from ..models import MiT, ProjectionHead
+from ..models.config import get_config
+from ..models.official import load_checkpoint, official_to_ours, ours_to_official
+from .pretrain_data import check_view_size, iterations, load_radiographs, load_volumes, make_batch
+
+
+@dataclass
+class PretrainSettings:
+    images2d: list = field(default_factory=list)
+    images3d: list = field(default_factory=list)
+    config: str = "compact"
+    view_size_2d: tuple = (128, 128)
+    view_size_3d: tuple = (16, 96, 96)
+    spacing: float = 2.0                  # mm, isotropic working spacing of the CT volumes
+    epochs: int = 10
+    interval: int = 2                     # 2D and 3D epochs alternate every `interval` epochs
+    batch_size: int = 4                   # per process
+    samples_per_epoch: int | None = None  # default: the number of images of the epoch's kind
+    lr: float | None = None               # peak; default 8e-4 * total batch / 256 (the published scaling)
+    min_lr: float = 1e-6
+    warmup_epochs: int | None = None      # default: min(10, epochs // 10)
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    momentum_teacher: float = 0.996
+    out_dim: int = 4096                   # published: 65536
+    teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: int = 0
+    clip_grad: float = 0.3
+    freeze_last_layer: int = 1
+    drop_path: float = 0.1
+    seed: int = 0
+    save_every: int = 20
+    device: str = "auto"
+    output: Path = field(default_factory=lambda: Path("unimiss-pretrain"))
+    resume: bool = False
+
+
+# ---------------------------------------------------------------- networks and loss
+
+class Network(nn.Module):
+    """Backbone + projection head; both views go through as one batch."""
+
+    def __init__(self, backbone: MiT, head: ProjectionHead):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, views):
+        return self.head(self.backbone(torch.cat(views)))
+
+
+def build_networks(s: PretrainSettings):
+    cfg = dataclasses.replace(get_config(s.config), img_size_2d=tuple(s.view_size_2d),
+                              img_size_3d=tuple(s.view_size_3d))
+    student_backbone = MiT(dataclasses.replace(cfg, drop_path_rate=s.drop_path), spatial_dims=(2, 3))
+    student = Network(student_backbone, ProjectionHead(student_backbone.embed_dim, s.out_dim, norm_last_layer=True))
+    teacher_backbone = MiT(cfg, spatial_dims=(2, 3))
+    teacher = Network(teacher_backbone, ProjectionHead(teacher_backbone.embed_dim, s.out_dim))
+    teacher.load_state_dict(student.state_dict())
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return student, teacher
+
+
+class DistillationLoss(nn.Module):
+    """The published TrainLoss for two views: centred, sharpened teacher vs student, across different views."""
+
+    def __init__(self, out_dim, teacher_temps, student_temp=0.1, center_momentum=0.9):
+        super().__init__()
+        self.teacher_temps, self.student_temp, self.center_momentum = teacher_temps, student_temp, center_momentum
+        self.register_buffer("center", torch.zeros(1, out_dim))
+
+    def forward(self, student_out, teacher_out, epoch):
+        student = (student_out / self.student_temp).chunk(2)
+        teacher = F.softmax((teacher_out - self.center) / self.teacher_temps(epoch), dim=-1).detach().chunk(2)
+        loss = sum(torch.sum(-teacher[i] * F.log_softmax(student[1 - i], dim=-1), dim=-1).mean() for i in range(2)) / 2
+        self.update_center(teacher_out)
+        return loss
+
+    @torch.no_grad()
+    def update_center(self, teacher_out):
+        batch_center = teacher_out.sum(dim=0, keepdim=True)
+        count = torch.tensor(float(len(teacher_out)), device=teacher_out.device)
+        if dist.is_initialized():
+            dist.all_reduce(batch_center)
+            dist.all_reduce(count)
+        self.center.mul_(self.center_momentum).add_(batch_center / count, alpha=1 - self.center_momentum)
+
+
+def cosine(base, final, t, warmup_t=0.0, start=0.0):
+    """Linear warm-up from `start` over [0, warmup_t), then cosine from base to final; t in [0, 1]."""
+    if t < warmup_t:
+        return start + (base - start) * t / warmup_t
+    u = (t - warmup_t) / max(1.0 - warmup_t, 1e-12)
+    return final + 0.5 * (base - final) * (1 + math.cos(math.pi * min(u, 1.0)))
+
+
+def param_groups(model: nn.Module):
+    """Weight decay for weights, none for biases and norms (the published get_params_groups)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if name.endswith(".bias") or p.ndim == 1 else decay).append(p)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def clip_gradients(model: nn.Module, clip: float) -> None:
+    """Each parameter's gradient clipped to norm `clip` on its own, as the published code does."""
+    for p in model.parameters():
+        if p.grad is not None:
+            norm = p.grad.norm(2)
+            if norm > clip:
+                p.grad.mul_(clip / (norm + 1e-6))
+
+
+def set_3d_trainable(model: nn.Module, trainable: bool) -> None:
+    for name, p in model.named_parameters():
+        if ".3d" in name:
+            p.requires_grad_(trainable)
+
+
+# ---------------------------------------------------------------- checkpoints in the official layout
+
+def official_state(network: Network, prefix: str) -> dict:
+    state = {f"{prefix}backbone.{ours_to_official(k)}": v for k, v in network.backbone.state_dict().items()}
+    state.update({f"{prefix}head.{k}": v for k, v in network.head.state_dict().items()})
+    return state
+
+
+def load_official_state(network: Network, state: dict, prefix: str) -> None:
+    backbone = {official_to_ours(k[len(prefix) + len("backbone."):]): v for k, v in state.items()
+                if k.startswith(prefix + "backbone.")}
+    head = {k[len(prefix) + len("head."):]: v for k, v in state.items() if k.startswith(prefix + "head.")}
+    network.backbone.load_state_dict(backbone)
+    network.head.load_state_dict(head)
+
+
+def checkpoint_args(s: PretrainSettings, world: int) -> argparse.Namespace:
+    """The `args` of an official checkpoint: plain values only, so it loads with weights_only=True."""
+    plain = {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+             for k, v in dataclasses.asdict(s).items()}
+    plain.update(images2d=[str(p) for p in s.images2d], images3d=[str(p) for p in s.images3d])
+    return argparse.Namespace(**plain, arch=s.config, img_size2D=list(s.view_size_2d),
+                              img_size3D=list(s.view_size_3d), world_size=world)
+
+
+def save_checkpoint(path: Path, student, teacher, optimizer, loss, epoch, s, world) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"student": official_state(student, "module."), "teacher": official_state(teacher, ""),
+                "optimizer": optimizer.state_dict(), "epoch": epoch, "args": checkpoint_args(s, world),
+                "loss": {"center": loss.center.detach().cpu()}}, tmp)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- training
+
+def _ddp() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def epoch_kind(epoch: int, s: PretrainSettings) -> int:
+    """2 or 3: the published order is `interval` 2D epochs, then `interval` 3D epochs, and so on."""
+    if not s.images3d:
+        return 2
+    if not s.images2d:
+        return 3
+    return 2 if (epoch // s.interval) % 2 == 0 else 3
+
+
+def pretrain(s: PretrainSettings, progress) -> Path | None:
+    """Train; returns the checkpoint path (rank 0) or None."""
+    if not s.images2d and not s.images3d:
+        raise ValueError("no images: give --images2d and/or --images3d")
+    if s.epochs < 1 or s.interval < 1 or s.batch_size < 1:
+        raise ValueError("--epochs, --interval and --batch-size must be at least 1")
+    s.view_size_2d, s.view_size_3d = check_view_size(s.view_size_2d, 2), check_view_size(s.view_size_3d, 3)
+    rank, world = _ddp()
+    device = resolve_device(s.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+
+    images = {2: load_radiographs(s.images2d, s.view_size_2d), 3: load_volumes(s.images3d, s.spacing)}
+    view_size = {2: s.view_size_2d, 3: s.view_size_3d}
+    if rank == 0:
+        progress.message(f"{len(images[2])} radiographs and {len(images[3])} CT volumes; {world} process(es)")
+
+    torch.manual_seed(s.seed)  # the same initial weights on every rank
+    student, teacher = build_networks(s)
+    student.to(device).train()
+    teacher.to(device).eval()
+    warmup_t = (min(10, s.epochs // 10) if s.warmup_epochs is None else s.warmup_epochs) / s.epochs
+    lr = s.lr if s.lr is not None else 8e-4 * s.batch_size * world / 256
+    temps = np.concatenate([np.linspace(s.warmup_teacher_temp, s.teacher_temp, s.warmup_teacher_temp_epochs),
+                            np.full(max(s.epochs - s.warmup_teacher_temp_epochs, 1), s.teacher_temp)])
+    loss_fn = DistillationLoss(s.out_dim, lambda e: float(temps[min(e, len(temps) - 1)])).to(device)
+    optimizer = torch.optim.AdamW(param_groups(student))
+
+    output = Path(s.output)
+    checkpoint_path, log_path = output / "checkpoint.pth", output / "log.jsonl"
+    start_epoch = 0
+    if s.resume and checkpoint_path.is_file():
+        saved = load_checkpoint(checkpoint_path)
+        load_official_state(student, saved["student"], "module.")
+        load_official_state(teacher, saved["teacher"], "")
+        optimizer.load_state_dict(saved["optimizer"])
+        loss_fn.center.copy_(saved["loss"]["center"])
+        start_epoch = int(saved["epoch"])
+        if rank == 0 and log_path.exists():  # forget epochs after the checkpoint: they are trained again
+            kept = [l for l in log_path.read_text().splitlines() if l and json.loads(l)["epoch"] <= start_epoch]
+            log_path.write_text("".join(l + "\n" for l in kept))
+        if rank == 0:
+            progress.message(f"resumed from {checkpoint_path} after epoch {start_epoch}")
+    elif rank == 0 and log_path.exists():
+        log_path.unlink()
+
+    start = time.monotonic()
+    for epoch in range(start_epoch, s.epochs):
+        epoch_start = time.monotonic()
+        kind = epoch_kind(epoch, s)
+        pool = images[kind]
+        set_3d_trainable(student, kind == 3)
+        # Rebuilt each epoch as the published code does: DDP only syncs parameters that need gradients.
+        model = (nn.parallel.DistributedDataParallel(student, find_unused_parameters=True,
+                                                     device_ids=[device.index] if device.type == "cuda" else None)
+                 if world > 1 else student)
+        samples = s.samples_per_epoch or len(pool)
+        sampler = torch.utils.data.DistributedSampler(range(samples), world, rank, shuffle=True, seed=s.seed)
+        sampler.set_epoch(epoch)
+        order = [i % len(pool) for i in sampler]
+        n_iter = iterations(samples, s.batch_size, world)
+        # Seeded per epoch and rank, so a resumed run repeats an uninterrupted one.
+        torch.manual_seed(s.seed * 100_003 + epoch * 101 + rank)
+        rng = np.random.default_rng([s.seed, epoch, rank])
+        losses = []
+        for it in range(n_iter):
+            t = (epoch + it / n_iter) / s.epochs
+            for i, group in enumerate(optimizer.param_groups):
+                group["lr"] = cosine(lr, s.min_lr, t, warmup_t)
+                if i == 0:
+                    group["weight_decay"] = cosine(s.weight_decay, s.weight_decay_end, t)
+            batch = order[it * s.batch_size:(it + 1) * s.batch_size] or order[:s.batch_size]
+            views = [v.to(device) for v in make_batch(pool, batch, view_size[kind], rng)]
+            with torch.no_grad():
+                teacher_out = teacher(views)
+            loss = loss_fn(model(views), teacher_out, epoch)
+            if not math.isfinite(loss.item()):
+                raise ValueError(f"the loss became {loss.item()} in epoch {epoch + 1}; try a lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if s.clip_grad:
+                clip_gradients(student, s.clip_grad)
+            if epoch < s.freeze_last_layer:
+                for name, p in student.named_parameters():
+                    if "last_layer" in name:
+                        p.grad = None
+            optimizer.step()
+            with torch.no_grad():  # EMA update of the teacher, momentum on a cosine schedule toward 1
+                m = cosine(s.momentum_teacher, 1.0, t)
+                for ps, pt in zip(student.parameters(), teacher.parameters()):
+                    pt.mul_(m).add_(ps.detach(), alpha=1 - m)
+            losses.append(loss.item())
+            if rank == 0:
+                progress.progress(f"epoch {epoch + 1} ({kind}D)", it + 1, n_iter)
+        mean_loss = float(np.mean(losses))
+        if world > 1:
+            value = torch.tensor([mean_loss], device=device)
+            dist.all_reduce(value)
+            mean_loss = value.item() / world
+        if rank == 0:
+            elapsed = time.monotonic() - start
+            record = {"epoch": epoch + 1, "kind": f"{kind}D", "loss": round(mean_loss, 6), "iterations": n_iter,
+                      "lr": optimizer.param_groups[0]["lr"], "weight_decay": optimizer.param_groups[0]["weight_decay"],
+                      "momentum": m, "teacher_temp": loss_fn.teacher_temps(epoch), "seconds": round(elapsed, 2)}
+            output.mkdir(parents=True, exist_ok=True)
+            with log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            remaining = (s.epochs - epoch - 1) * (time.monotonic() - epoch_start)
+            progress.metric(epoch=epoch + 1, kind=f"{kind}D", loss=round(mean_loss, 5), eta_s=round(remaining))
+            if (epoch + 1) % s.save_every == 0 or epoch + 1 == s.epochs:
+                save_checkpoint(checkpoint_path, student, teacher, optimizer, loss_fn, epoch + 1, s, world)
+    set_3d_trainable(student, True)
+    if world > 1:
+        dist.barrier()
+    return checkpoint_path if rank == 0 else None
