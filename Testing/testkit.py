@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -47,3 +50,16 @@ def make_package(root, name, dimension, labels, preprocessing, patch, seed=0, de
         "provenance": {"training_data": "none: random weights for tests"},
     }
     return save_package(Path(root) / f"{name}-1.0.0", meta, net.state_dict(), dtype="float32")
+
+
+def run_unimiss(args, env=None, torchrun=False, timeout=600):
+    """`python -m unimiss ARGS`, output captured; with `torchrun`, two processes under torch.distributed.run."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1" if torchrun else "2", **(env or {})}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"] if torchrun else [sys.executable]
+    return subprocess.run([*launcher, "-m", "unimiss", *map(str, args)], env=environment, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def events(proc, kind):
+    """The JSON-lines events of one kind that a `--progress jsonl` run printed."""
+    return [e for e in map(json.loads, (l for l in proc.stdout.splitlines() if l.startswith("{"))) if e["event"] == kind]

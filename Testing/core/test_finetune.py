@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ import SimpleITK as sitk
 import torch
 from safetensors.torch import load_file
 
-from testkit import DATA, deterministic_weights, official_keys
+from testkit import DATA, deterministic_weights, events, official_keys, run_unimiss
 from unimiss.data import ImageData, Label, read_image, read_labelmap, write_labelmap
 
 ORGANS = ["liver", "spleen", "kidney_left", "kidney_right"]
@@ -24,14 +23,7 @@ FAST = ["--epochs", "2", "--iterations", "2", "--patch-size", "32", "64", "64", 
 
 
 def run(args, home, workdir, timeout=600, torchrun=False):
-    env = {**os.environ, "UNIMISS_HOME": str(home), "OMP_NUM_THREADS": "1" if torchrun else "2"}
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"] if torchrun else [sys.executable]
-    cmd = [*launcher, "-m", "unimiss", "finetune", *map(str, args), "--workdir", str(workdir)]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def events(proc, kind):
-    return [e for e in map(json.loads, (l for l in proc.stdout.splitlines() if l.startswith("{"))) if e["event"] == kind]
+    return run_unimiss(["finetune", *args, "--workdir", workdir], {"UNIMISS_HOME": str(home)}, torchrun, timeout)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from testkit import DATA, deterministic_weights, official_keys
+from testkit import DATA, deterministic_weights, events, official_keys, run_unimiss
 from unimiss.data import ImageData, Label, read_image, write_labelmap
 from unimiss.models import MiT
 from unimiss.models.official import from_official_pretrain, load_checkpoint, official_to_ours, ours_to_official
@@ -34,14 +34,7 @@ def settings(output, **kw) -> PretrainSettings:
 
 
 def run(args, output, torchrun=False, timeout=300):
-    env = {**os.environ, "OMP_NUM_THREADS": "1" if torchrun else "2"}
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"] if torchrun else [sys.executable]
-    cmd = [*launcher, "-m", "unimiss", "pretrain", *map(str, args), "--output", str(output), "--progress", "jsonl"]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def events(proc, kind):
-    return [e for e in map(json.loads, (l for l in proc.stdout.splitlines() if l.startswith("{"))) if e["event"] == kind]
+    return run_unimiss(["pretrain", *args, "--output", output, "--progress", "jsonl"], None, torchrun, timeout)
 
 
 @pytest.fixture(scope="module")
