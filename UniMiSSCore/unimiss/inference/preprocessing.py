@@ -9,6 +9,14 @@ import SimpleITK as sitk
 from ..data.image import ImageData
 
 
+# Named intensity normalisations, for commands that build preprocessing without a model package.
+INTENSITY_PRESETS = {
+    "ct": {"method": "ct", "clip": [-1000, 1000], "scale": [0.0, 1000.0]},
+    "zscore": {"method": "zscore"},
+    "percentile": {"method": "percentile", "lower": 0.5, "upper": 99.5},
+}
+
+
 @dataclass
 class Prepared:
     """The image on the model's working grid, and that grid (a SimpleITK image) to map results back."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -14,11 +13,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..data.labels import Label
 from ..inference.predictor import resolve_device, resolve_precision
 from ..inference.sliding_window import sliding_window
 from ..models import MiTSegmentation, segmentation_from_official_pretrain
-from .cases import class_names_of, pairs_from_args, prepare_case, read_pair
+from ..inference.preprocessing import INTENSITY_PRESETS
+from .cases import class_names_of, prepare_case, read_pair
+from .common import init_distributed, save_checkpoint_file
 from .losses import DeepSupervisionLoss, dice_per_class
 from .sampling import PatchSampler, augment
 
@@ -49,21 +49,14 @@ class FinetuneSettings:
     command: str = ""
 
 
-INTENSITY = {"ct": {"method": "ct", "clip": [-1000, 1000], "scale": [0.0, 1000.0]}, "zscore": {"method": "zscore"},
-             "percentile": {"method": "percentile", "lower": 0.5, "upper": 99.5}}
 
-
-def _ddp() -> tuple[int, int]:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
 def finetune(settings: FinetuneSettings, case_files, progress):
     """Train, validate each epoch, checkpoint each epoch; returns the new ModelPackage (rank 0) or None."""
-    from ..zoo import ModelPackage, resolve_model
+    from ..zoo import resolve_model
 
-    rank, world = _ddp()
+    rank, world = init_distributed()
     s = settings
     pairs = [read_pair(f) for f in case_files]
     dims = {image.dimension for image, *_ in pairs}
@@ -96,10 +89,10 @@ def finetune(settings: FinetuneSettings, case_files, progress):
     elif dimension == 3:
         # Without a base model: the cases' median spacing unless one is asked for, as nnU-Net does.
         spacing = s.spacing or np.median([image.spacing for image, *_ in pairs], axis=0).round(3).tolist()
-        preprocessing = {"spacing": list(spacing), "orientation": "LPS", "intensity": INTENSITY[s.intensity]}
+        preprocessing = {"spacing": list(spacing), "orientation": "LPS", "intensity": INTENSITY_PRESETS[s.intensity]}
     else:
         # Radiographs often carry no pixel spacing: the whole image is resized to the patch.
-        preprocessing = {"size": list(patch), "intensity": INTENSITY[s.intensity]}
+        preprocessing = {"size": list(patch), "intensity": INTENSITY_PRESETS[s.intensity]}
     cases = [prepare_case(f, *p, class_names, preprocessing) for f, p in zip(case_files, pairs)]
     num_classes = len(class_names) + 1
 
@@ -235,11 +228,8 @@ def _validate(network, cases, patch, class_names, device, autocast) -> dict:
 
 
 def _save_checkpoint(path: Path, network, optimizer, state, best_state):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": network.state_dict(), "optimizer": optimizer.state_dict(), "best_model": best_state,
-                **state}, tmp)
-    os.replace(tmp, path)
+    save_checkpoint_file({"model": network.state_dict(), "optimizer": optimizer.state_dict(),
+                          "best_model": best_state, **state}, path)
 
 
 def _write_package(s, network, base_package, base_info, dimension, labels, preprocessing, patch, cases,

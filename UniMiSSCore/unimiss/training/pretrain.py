@@ -27,6 +27,7 @@ from ..inference.predictor import resolve_device
 from ..models import MiT, ProjectionHead
 from ..models.config import get_config
 from ..models.official import load_checkpoint, official_to_ours, ours_to_official
+from .common import init_distributed, save_checkpoint_file
 from .pretrain_data import check_view_size, iterations, load_radiographs, load_volumes, make_batch
 
 
@@ -172,21 +173,12 @@ def checkpoint_args(s: PretrainSettings, world: int) -> argparse.Namespace:
 
 
 def save_checkpoint(path: Path, student, teacher, optimizer, loss, epoch, s, world) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"student": official_state(student, "module."), "teacher": official_state(teacher, ""),
-                "optimizer": optimizer.state_dict(), "epoch": epoch, "args": checkpoint_args(s, world),
-                "loss": {"center": loss.center.detach().cpu()}}, tmp)
-    os.replace(tmp, path)
+    save_checkpoint_file({"student": official_state(student, "module."), "teacher": official_state(teacher, ""),
+                          "optimizer": optimizer.state_dict(), "epoch": epoch, "args": checkpoint_args(s, world),
+                          "loss": {"center": loss.center.detach().cpu()}}, path)
 
 
 # ---------------------------------------------------------------- training
-
-def _ddp() -> tuple[int, int]:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
 
 def epoch_kind(epoch: int, s: PretrainSettings) -> int:
     """2 or 3: the published order is `interval` 2D epochs, then `interval` 3D epochs, and so on."""
@@ -204,7 +196,7 @@ def pretrain(s: PretrainSettings, progress) -> Path | None:
     if s.epochs < 1 or s.interval < 1 or s.batch_size < 1:
         raise ValueError("--epochs, --interval and --batch-size must be at least 1")
     s.view_size_2d, s.view_size_3d = check_view_size(s.view_size_2d, 2), check_view_size(s.view_size_3d, 3)
-    rank, world = _ddp()
+    rank, world = init_distributed()
     device = resolve_device(s.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))

@@ -16,10 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data import read_image
-from ..inference.preprocessing import normalise, working_grid
+from ..inference.preprocessing import INTENSITY_PRESETS, normalise, working_grid
 
-CT_INTENSITY = {"method": "ct", "clip": [-1000, 1000], "scale": [0.0, 1000.0]}
-XRAY_INTENSITY = {"method": "percentile", "lower": 0.5, "upper": 99.5}
 
 
 def expand(paths) -> list:
@@ -35,7 +33,7 @@ def load_radiographs(paths, view_size) -> list[torch.Tensor]:
         image = read_image(path).squeeze_slice()
         if image.dimension != 2:
             raise ValueError(f"{path}: a 3D image given as a radiograph (--images2d); use --images3d")
-        array = torch.from_numpy(normalise(image.array, XRAY_INTENSITY).astype(np.float32))[None, None]
+        array = torch.from_numpy(normalise(image.array, INTENSITY_PRESETS['percentile']).astype(np.float32))[None, None]
         scale = min(1.0, 2 * max(view_size) / min(array.shape[-2:]))
         if scale < 1:
             array = F.interpolate(array, scale_factor=scale, mode="area")
@@ -51,7 +49,7 @@ def load_volumes(paths, spacing_mm: float) -> list[torch.Tensor]:
         if image.dimension != 3:
             raise ValueError(f"{path}: a 2D image given as a CT volume (--images3d); use --images2d")
         grid = working_grid(image.to_sitk(), {"orientation": "LPS", "spacing": [spacing_mm] * 3})
-        array = normalise(sitk.GetArrayViewFromImage(grid), CT_INTENSITY)
+        array = normalise(sitk.GetArrayViewFromImage(grid), INTENSITY_PRESETS['ct'])
         out.append(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None])
     return out
 
