@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from testkit import DATA, make_package
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 MODULE_DIR = REPO / "UniMiSSSlicer"
-DATA = REPO.parent / "shared" / "data"
 CT = DATA / "ct" / "ts-abdomen" / "image.nii.gz"
 CT_LABELS = DATA / "ct" / "ts-abdomen" / "labels.nii.gz"
 XRAY = DATA / "xray" / "nih-00000001_000.png"
@@ -55,7 +56,6 @@ slicer.ScriptedLoadableModule = _shim
 sys.path.insert(0, str(MODULE_DIR))
 
 
-from testkit import make_package  # noqa: E402
 
 TERMINOLOGY = {  # SNOMED CT, as the built-in models carry it
     "liver": ["SCT", "10200004", "Liver"],
