@@ -65,7 +65,7 @@ class MiTEncoder(nn.Module):
             d: ConvNormAct(d, in_channels[d], cfg.stem_channels, 7, stride=stem_stride(d), padding=3)
             for d in spatial_dims
         })
-        dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths), device="cpu").tolist()
         stages, prev = [], cfg.stem_channels
         for i, dim in enumerate(cfg.embed_dims):
             embed = Switchable({d: ConvNormAct(d, prev, dim, 3, stride=2, padding=1) for d in spatial_dims})
@@ -94,7 +94,7 @@ class MiTDecoder(nn.Module):
 
     def __init__(self, cfg: MiTConfig, spatial_dims=(2, 3), class_token=True):
         super().__init__()
-        dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.decoder_depths)).tolist()
+        dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.decoder_depths), device="cpu").tolist()
         stages, prev = [], cfg.embed_dims[-1]
         for j, dim in enumerate(cfg.decoder_dims):
             expand = Switchable({d: conv_transpose(d, prev, dim, 2, stride=2) for d in spatial_dims})
