@@ -267,7 +267,7 @@ def test_resolve_by_name_version_and_path(networks, home):
         resolve_model(home / "missing.zip")
 
 
-def test_user_model_wins_over_builtin_of_same_version_and_builtins_cannot_be_removed(networks, home):
+def test_a_user_package_never_shadows_a_builtin_and_builtins_cannot_be_removed(networks, home):
     builtin = registry.builtin_models_dir()
     package(networks, builtin / "demo-1.0.0", default=True)
     assert [(p.reference, p.is_builtin) for p in list_models()] == [("demo@1.0.0", True)]
@@ -276,11 +276,22 @@ def test_user_model_wins_over_builtin_of_same_version_and_builtins_cannot_be_rem
     with pytest.raises(ModelPackageError, match="built-in model and cannot be removed"):
         remove_model(builtin / "demo-1.0.0")
     assert (builtin / "demo-1.0.0" / "model.json").is_file()
-    import_model(package(networks, home / "src", description="mine").root)
-    assert [p.is_builtin for p in list_models()] == [True, False]
-    assert resolve_model("demo").meta["description"] == "mine"
-    assert remove_model("demo@1.0.0") == user_models_dir() / "demo-1.0.0"
-    assert resolve_model("demo").is_builtin
+    # Importing a package with a built-in's name and version is refused ...
+    src = package(networks, home / "src", description="mine")
+    with pytest.raises(ModelPackageError, match=r"demo@1\.0\.0 is the name and version of a built-in model"):
+        import_model(src.root)
+    assert not (user_models_dir() / "demo-1.0.0").exists()
+    # ... and one copied there by hand is ignored with a warning: the built-in is what runs.
+    package(networks, user_models_dir() / "demo-1.0.0", description="mine")
+    with pytest.warns(UserWarning, match=r"ignoring the user model demo@1\.0\.0 .* a built-in model has the same"):
+        assert [p.is_builtin for p in list_models()] == [True]
+    with pytest.warns(UserWarning):
+        assert resolve_model("demo").is_builtin and resolve_model("demo").meta["description"] != "mine"
+    # Under another version it is installed beside the built-in, and each says which copy it is.
+    other = import_model(package(networks, home / "src2", version="1.0.1", description="mine").root)
+    with pytest.warns(UserWarning):
+        assert resolve_model("demo@1.0.1").source == other.root and not other.is_builtin
+    assert remove_model("demo@1.0.0") == user_models_dir() / "demo-1.0.0"  # the ignored copy can be removed
 
 
 def test_default_model(networks, home):

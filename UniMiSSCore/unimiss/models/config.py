@@ -30,6 +30,7 @@ class MiTConfig:
     drop_path_rate: float = 0.0
 
     def __post_init__(self):
+        _check_bounds(self)
         if not (len(self.embed_dims) == len(self.depths) == len(self.num_heads) == len(self.sr_ratios) == 4):
             raise ValueError(f"MiT config {self.name!r}: the encoder needs exactly 4 stages")
         n_dec = len(self.decoder_dims)
@@ -59,6 +60,36 @@ class MiTConfig:
         if unknown:
             raise ValueError(f"unknown MiT config fields: {', '.join(sorted(unknown))}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+# Every size a config may take, so that a crafted model.json or checkpoint cannot ask for an
+# absurd network: widths, depths, heads, ratios and grids far above the published ones are refused.
+BOUNDS = {
+    "embed_dims": (1, 2048), "decoder_dims": (1, 2048), "depths": (1, 32), "decoder_depths": (1, 32),
+    "num_heads": (1, 64), "decoder_heads": (1, 64), "sr_ratios": (1, 16), "decoder_sr_ratios": (1, 16),
+    "img_size_2d": (1, 4096), "img_size_3d": (1, 4096),
+}
+MAX_MLP_RATIO = 16.0
+
+
+def _check_bounds(cfg) -> None:
+    def fail(what):
+        raise ValueError(f"MiT config {cfg.name!r}: {what}")
+
+    for key, (low, high) in BOUNDS.items():
+        values = getattr(cfg, key)
+        if not isinstance(values, (tuple, list)):
+            fail(f"{key} must be a list of whole numbers, not {values!r}")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+                fail(f"{key} {list(values)}: each value must be a whole number from {low} to {high}")
+    if isinstance(cfg.stem_channels, bool) or not isinstance(cfg.stem_channels, int) or not 1 <= cfg.stem_channels <= 1024:
+        fail(f"stem_channels {cfg.stem_channels!r} must be a whole number from 1 to 1024")
+    if isinstance(cfg.mlp_ratio, bool) or not isinstance(cfg.mlp_ratio, (int, float)) or not 0 < cfg.mlp_ratio <= MAX_MLP_RATIO:
+        fail(f"mlp_ratio {cfg.mlp_ratio!r} must be above 0 and at most {MAX_MLP_RATIO:g}")
+    if isinstance(cfg.drop_path_rate, bool) or not isinstance(cfg.drop_path_rate, (int, float)) \
+            or not 0 <= cfg.drop_path_rate < 1:
+        fail(f"drop_path_rate {cfg.drop_path_rate!r} must be in [0, 1)")
 
 
 CONFIGS: dict[str, MiTConfig] = {

@@ -33,6 +33,37 @@ class CheckpointError(ValueError):
     """A file or state dict that is not a usable UniMiSS checkpoint."""
 
 
+# About 2 GB of float32 weights; the published MiT-small has 44 M parameters.
+MAX_PARAMETERS = 500_000_000
+
+
+def count_parameters(factory) -> int:
+    """Parameters and buffers of the module `factory()` builds, counted on the meta device (no memory spent)."""
+    with torch.device("meta"):
+        probe = factory()
+    return sum(t.numel() for t in (*probe.parameters(), *probe.buffers()))
+
+
+def too_large(count: int) -> str | None:
+    """Why a network of `count` parameters is refused, or None."""
+    if count <= MAX_PARAMETERS:
+        return None
+    return (f"the network would have {count / 1e6:,.0f} M parameters ({count * 4 / 2**30:.1f} GiB in float32); "
+            f"at most {MAX_PARAMETERS / 1e6:,.0f} M are accepted")
+
+
+def build_bounded(factory, source):
+    """`factory()`, once its size is known to be reasonable; `source` names the file in the error."""
+    problem = too_large(count_parameters(factory))
+    if problem:
+        raise CheckpointError(f"{source}: {problem}")
+    return factory()
+
+
+def _where(path_or_state) -> str:
+    return "the checkpoint" if isinstance(path_or_state, dict) else str(path_or_state)
+
+
 # Only plain containers, tensors and these are reconstructed; anything else in a
 # pickle is refused instead of executed.
 try:  # numpy >= 2
@@ -134,34 +165,39 @@ def _strip(state: dict, prefixes) -> dict:
 
 def _pretrain_parts(path_or_state, which: str):
     """(backbone state with official names, head state, args) of a pretraining checkpoint or bare state dict."""
-    ckpt = load_checkpoint(path_or_state)
+    ckpt, where = load_checkpoint(path_or_state), _where(path_or_state)
     if which not in ("teacher", "student"):
         raise CheckpointError(f"which must be 'teacher' or 'student', not {which!r}")
     args = ckpt.get("args")
     if "teacher" in ckpt or "student" in ckpt:
         if which not in ckpt:
-            raise CheckpointError(f"the checkpoint has no {which!r} network (it has: {', '.join(map(str, ckpt))})")
+            raise CheckpointError(f"{where}: the checkpoint has no {which!r} network (it has: {', '.join(map(str, ckpt))})")
         state = ckpt[which]
     else:
         state = ckpt
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise CheckpointError("not a UniMiSS pretraining checkpoint: expected 'teacher'/'student' state dicts of tensors")
+        raise CheckpointError(f"{where}: not a UniMiSS pretraining checkpoint: expected 'teacher'/'student' state "
+                              "dicts of tensors")
     state = _strip(state, ("module.",))
     backbone = _strip({k: v for k, v in state.items() if not k.startswith("head.")}, ("backbone.",))
     head = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
     if not any(k.startswith("transformer.") for k in backbone):
-        raise CheckpointError("not a UniMiSS pretraining checkpoint: no 'transformer.*' (MiT encoder) weights found")
+        raise CheckpointError(f"{where}: not a UniMiSS pretraining checkpoint: no 'transformer.*' (MiT encoder) "
+                              "weights found")
     return backbone, head, args
 
 
-def _pretrain_config(arch, args):
+def _pretrain_config(arch, args, source="the checkpoint"):
     cfg = get_config(arch)
     if args is not None:
         size2d, size3d = getattr(args, "img_size2D", None), getattr(args, "img_size3D", None)
-        if size2d is not None:
-            cfg = cfg.with_img_size(2, (size2d, size2d) if isinstance(size2d, int) else size2d)
-        if size3d is not None:
-            cfg = cfg.with_img_size(3, size3d)
+        try:
+            if size2d is not None:
+                cfg = cfg.with_img_size(2, (size2d, size2d) if isinstance(size2d, int) else size2d)
+            if size3d is not None:
+                cfg = cfg.with_img_size(3, size3d)
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"{source}: its args give an unusable image size ({exc})") from None
     return cfg
 
 
@@ -192,7 +228,8 @@ def from_official_pretrain(path_or_state, arch: str = "tiny", which: str = "teac
     With `with_head=True` returns `(backbone, projection_head)`.
     """
     backbone_state, head_state, args = _pretrain_parts(path_or_state, which)
-    model = MiT(_pretrain_config(arch, args), spatial_dims=(2, 3))
+    cfg = _pretrain_config(arch, args, _where(path_or_state))
+    model = build_bounded(lambda: MiT(cfg, spatial_dims=(2, 3)), _where(path_or_state))
     _load_exact(model, backbone_state, arch, default_dim=3)
     model.eval()
     if not with_head:
@@ -223,18 +260,19 @@ def from_official_segmentation(path_or_state, arch: str = "tiny", num_classes: i
     `patch_size` is the training patch size from the trainer's plans; `num_classes`
     is read from the checkpoint when not given.
     """
-    ckpt = load_checkpoint(path_or_state)
+    ckpt, where = load_checkpoint(path_or_state), _where(path_or_state)
     state = ckpt.get("state_dict", ckpt)
     if not isinstance(state, dict) or not any(k.startswith("model.") for k in state):
-        raise CheckpointError("not a UniMiSS segmentation checkpoint: expected a 'state_dict' with 'model.*' weights")
+        raise CheckpointError(f"{where}: not a UniMiSS segmentation checkpoint: expected a 'state_dict' with "
+                              "'model.*' weights")
     state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     if "cls_conv.weight" not in state:
-        raise CheckpointError("not a UniMiSS segmentation checkpoint: no 'model.cls_conv' classifier")
+        raise CheckpointError(f"{where}: not a UniMiSS segmentation checkpoint: no 'model.cls_conv' classifier")
     found = state["cls_conv.weight"].shape[0]
     if num_classes is not None and num_classes != found:
-        raise CheckpointError(f"the checkpoint predicts {found} classes, not {num_classes}")
-    model = MiTSegmentation(arch, num_classes=found, spatial_dims=3, patch_size=patch_size,
-                            deep_supervision=deep_supervision)
+        raise CheckpointError(f"{where}: the checkpoint predicts {found} classes, not {num_classes}")
+    model = build_bounded(lambda: MiTSegmentation(arch, num_classes=found, spatial_dims=3, patch_size=patch_size,
+                                                  deep_supervision=deep_supervision), _where(path_or_state))
     _load_exact(model, state, arch, default_dim=3)
     return model.eval()
 
@@ -269,9 +307,10 @@ def segmentation_from_official_pretrain(path_or_state, arch: str = "tiny", num_c
     Returns `(model, TransferReport)`.
     """
     backbone_state, _, args = _pretrain_parts(path_or_state, which)
-    source_cfg = _pretrain_config(arch, args)
-    model = MiTSegmentation(arch, num_classes, spatial_dims, in_channels=in_channels, patch_size=patch_size,
-                            deep_supervision=deep_supervision)
+    source_cfg = _pretrain_config(arch, args, _where(path_or_state))
+    model = build_bounded(lambda: MiTSegmentation(arch, num_classes, spatial_dims, in_channels=in_channels,
+                                                  patch_size=patch_size, deep_supervision=deep_supervision),
+                          _where(path_or_state))
     target = model.state_dict()
     report, new_state = TransferReport(), {}
     for key, value in backbone_state.items():

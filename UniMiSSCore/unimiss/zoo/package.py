@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -27,6 +28,9 @@ WEIGHTS_FILE = "weights.safetensors"
 SCHEMA_FILE = Path(__file__).with_name("model.schema.json")
 DTYPES = ("float16", "bfloat16", "float32")
 _MAX_META_BYTES = 1 << 20
+_MAX_ZIP_MEMBERS = 1000
+_WEIGHTS_HEADER_ALLOWANCE = 16 << 20   # a safetensors header (names, shapes) beyond the tensors themselves
+EXTRACT_PREFIX = "unimiss-model-"      # + PID: folders of dead processes are removed (see leftovers)
 _AXES = ("RL", "AP", "SI")
 _PATTERN_HINTS = {
     "name": "is not a valid name (lower-case letters, digits, '.', '_' and '-', starting with a letter or digit)",
@@ -45,6 +49,11 @@ class ModelPackageError(ValueError):
 def _one_line(text, limit=200) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def printable(text) -> str:
+    """`text` with control characters (terminal escapes included) shown as \\xNN instead of acted upon."""
+    return "".join(c if c.isprintable() or c == "\n" else ascii(c)[1:-1] for c in str(text))
 
 
 def _field(path) -> str:
@@ -140,12 +149,28 @@ def _network_config(meta):
     return get_config(meta["network"]["config"])
 
 
-def _new_network(meta):
+def _network_factory(meta):
     from ..models import MiTSegmentation
 
-    net = meta["network"]
-    return MiTSegmentation(_network_config(meta), net["num_classes"], spatial_dims=meta["dimension"],
-                           in_channels=net["in_channels"], patch_size=meta["patch_size"])
+    net, config = meta["network"], _network_config(meta)
+    return lambda: MiTSegmentation(config, net["num_classes"], spatial_dims=meta["dimension"],
+                                   in_channels=net["in_channels"], patch_size=meta["patch_size"])
+
+
+def network_parameters(meta, source) -> int:
+    """The parameter count of the package's network, measured without building it; refused when absurd."""
+    from ..models.official import count_parameters, too_large
+
+    count = count_parameters(_network_factory(meta))
+    problem = too_large(count)
+    if problem:
+        raise ModelPackageError(f"{source}: {META_FILE}: network: {problem}")
+    return count
+
+
+def _new_network(meta, source="the model package"):
+    network_parameters(meta, source)
+    return _network_factory(meta)()
 
 
 def _check_fit(expected: dict, tensors: dict, source) -> None:
@@ -170,11 +195,24 @@ def _read_meta(raw: bytes, source) -> dict:
         meta = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelPackageError(f"{source}: {META_FILE} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ModelPackageError(f"{source}: {META_FILE} is nested too deeply to be a model description") from None
     return validate_meta(meta, source)
 
 
 def _not_a_package(path) -> ModelPackageError:
     return ModelPackageError(f"{path} is not a model package (expected a folder or .zip with {META_FILE})")
+
+
+def _read_small(file: Path, source) -> bytes:
+    """The bytes of `file`, refused by its size before any is read."""
+    try:
+        if file.stat().st_size > _MAX_META_BYTES:
+            raise ModelPackageError(f"{source}: {META_FILE} is larger than {_MAX_META_BYTES} bytes")
+        with open(file, "rb") as f:
+            return f.read(_MAX_META_BYTES + 1)
+    except OSError as exc:
+        raise ModelPackageError(f"{file}: cannot be read ({exc.strerror or _one_line(exc)})") from None
 
 
 @dataclass(repr=False)
@@ -198,7 +236,7 @@ class ModelPackage:
         if path.is_dir():
             if not (path / META_FILE).is_file():
                 raise _not_a_package(path)
-            package = cls(path, _read_meta((path / META_FILE).read_bytes(), path))
+            package = cls(path, _read_meta(_read_small(path / META_FILE, path), path))
             if not package.weights_path.is_file():
                 raise ModelPackageError(f"{path}: the weights file {package.meta['weights']['file']} is missing")
             return package
@@ -210,12 +248,27 @@ class ModelPackage:
 
     @classmethod
     def _load_zip(cls, path: Path) -> "ModelPackage":
+        try:
+            return cls._extract_zip(path)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, zlib.error) as exc:
+            raise ModelPackageError(f"{path}: damaged or unsupported zip archive ({_one_line(exc)})") from None
+        except RuntimeError as exc:  # zipfile: "File ... is encrypted, password required for extraction"
+            if "encrypted" in str(exc):
+                raise ModelPackageError(f"{path}: the zip archive is encrypted; export the package without "
+                                        "a password") from None
+            raise
+
+    @classmethod
+    def _extract_zip(cls, path: Path) -> "ModelPackage":
         # Accept model.json at the top or inside one folder; only the two named files are
         # extracted, under fixed names, so member paths in the archive never matter.
         with zipfile.ZipFile(path) as archive:
-            found = [n for n in archive.namelist()
-                     if PurePosixPath(n).name == META_FILE and len(PurePosixPath(n).parts) <= 2
-                     and not n.startswith("__MACOSX/")]
+            members = archive.infolist()
+            if len(members) > _MAX_ZIP_MEMBERS:
+                raise ModelPackageError(f"{path}: holds {len(members)} files; a model package has two")
+            found = [m.filename for m in members
+                     if PurePosixPath(m.filename).name == META_FILE and len(PurePosixPath(m.filename).parts) <= 2
+                     and not m.filename.startswith("__MACOSX/")]
             if len(found) != 1:
                 raise _not_a_package(path) if not found else ModelPackageError(
                     f"{path}: holds several {META_FILE} files ({', '.join(found[:3])})")
@@ -227,11 +280,26 @@ class ModelPackage:
             weights = found[0][: -len(META_FILE)] + meta["weights"]["file"]
             if weights not in archive.namelist():
                 raise ModelPackageError(f"{path}: the weights file {meta['weights']['file']} is missing")
-            tmp = tempfile.TemporaryDirectory(prefix="unimiss-model-")
+            # The weights can be no larger than the network described: a zip bomb stops here, unread.
+            weights_info = archive.getinfo(weights)
+            limit = network_parameters(meta, path) * 4 + _WEIGHTS_HEADER_ALLOWANCE
+            if weights_info.file_size > limit:
+                raise ModelPackageError(f"{path}: {weights} would unpack to {weights_info.file_size:,} bytes, more "
+                                        f"than the network in {META_FILE} can hold ({limit:,})")
+            tmp = tempfile.TemporaryDirectory(prefix=f"{EXTRACT_PREFIX}{os.getpid()}-")
             root = Path(tmp.name)
-            (root / META_FILE).write_bytes(raw)
-            with archive.open(weights) as src, open(root / meta["weights"]["file"], "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            try:
+                (root / META_FILE).write_bytes(raw)
+                # zipfile stops at the declared size and checks the CRC at the end of the member.
+                with archive.open(weights_info) as src, open(root / meta["weights"]["file"], "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            except OSError as exc:
+                tmp.cleanup()
+                raise ModelPackageError(f"{path}: could not unpack it into {root} "
+                                        f"({exc.strerror or _one_line(exc)})") from None
+            except BaseException:
+                tmp.cleanup()
+                raise
         return cls(root, meta, source=path, _tmp=tmp)
 
     @property
@@ -303,7 +371,7 @@ class ModelPackage:
             tensors = load_file(self.weights_path)
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise ModelPackageError(f"{self.weights_path}: not a valid safetensors file ({_one_line(exc)})") from None
-        network = _new_network(self.meta)
+        network = _new_network(self.meta, self.source)
         expected = network.state_dict()
         _check_fit(expected, tensors, self.source)
         network.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
@@ -330,7 +398,7 @@ class ModelPackage:
         if metrics:
             lines.append("  metrics: " + _one_line("; ".join(f"{k} {json.dumps(v)}" for k, v in metrics.items()), 300))
         lines.append(f"  location: {self.source}")
-        return "\n".join(lines)
+        return printable("\n".join(lines))
 
 
 def save_package(directory, meta: dict, state_dict, dtype="float16") -> ModelPackage:
@@ -359,7 +427,7 @@ def save_package(directory, meta: dict, state_dict, dtype="float16") -> ModelPac
         if cast.is_floating_point() and not torch.isfinite(cast).all() and torch.isfinite(value).all():
             raise ModelPackageError(f"{directory}: weight {key} does not fit in {dtype}")
         tensors[key] = cast
-    _check_fit(_new_network(meta).state_dict(), tensors, directory)
+    _check_fit(_new_network(meta, directory).state_dict(), tensors, directory)
 
     from safetensors.torch import save_file
 

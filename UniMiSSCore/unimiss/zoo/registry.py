@@ -9,7 +9,8 @@ import warnings
 import zipfile
 from pathlib import Path
 
-from .package import META_FILE, ModelPackage, ModelPackageError
+from .. import leftovers
+from .package import EXTRACT_PREFIX, META_FILE, ModelPackage, ModelPackageError
 
 _NAME_REF = re.compile(r"^[a-z0-9][a-z0-9._-]*(@[0-9A-Za-z.+-]+)?$")
 
@@ -45,10 +46,42 @@ def _scan(folder: Path) -> list[ModelPackage]:
     return packages
 
 
+def tidy_user_models() -> None:
+    """Finish or undo what killed imports left in the user models folder (see import_model)."""
+    folder = user_models_dir()
+    for entry, match in leftovers.stale_entries(folder, r"\.(?P<name>.+)\.(?P<kind>old|tmp)-(?P<pid>\d+)(-.*)?"):
+        final = folder / match["name"]
+        if match["kind"] == "old" and not final.exists():
+            os.replace(entry, final)  # killed between the two renames of a replace: the old model comes back
+        else:
+            leftovers.remove(entry)
+    if folder.is_dir():
+        for package in folder.iterdir():
+            if package.is_dir():
+                leftovers.remove_stale(package, r"\..+\.(?P<pid>\d+)\.tmp")  # save_package's temporaries
+    leftovers.remove_stale(tempfile.gettempdir(), re.escape(EXTRACT_PREFIX) + r"(?P<pid>\d+)-.*")
+
+
+def _user_packages(builtins: list[ModelPackage]) -> list[ModelPackage]:
+    """The user's packages, less any that claims the name and version of a built-in one."""
+    taken = {p.reference: p for p in builtins}
+    kept = []
+    for package in _scan(user_models_dir()):
+        if package.reference in taken:
+            warnings.warn(f"ignoring the user model {package.reference} in {package.root}: a built-in model has "
+                          "the same name and version; remove it or import it under another name or version",
+                          stacklevel=3)
+        else:
+            kept.append(package)
+    return kept
+
+
 def list_models() -> list[ModelPackage]:
     """Built-in packages first, then the user's, each sorted by name and version."""
     order = lambda p: (p.name, version_key(p.version))  # noqa: E731
-    return sorted(_scan(builtin_models_dir()), key=order) + sorted(_scan(user_models_dir()), key=order)
+    tidy_user_models()
+    builtins = _scan(builtin_models_dir())
+    return sorted(builtins, key=order) + sorted(_user_packages(builtins), key=order)
 
 
 def version_key(version: str) -> tuple:
@@ -73,7 +106,7 @@ def _unknown(ref) -> ModelPackageError:
 def resolve_model(ref) -> ModelPackage:
     """A package from "name" (its highest version), "name@version", or a path to a folder or .zip.
 
-    For the same name and version a user model wins over a built-in one.
+    A user package never shadows a built-in one of the same name and version: it is ignored (see list_models).
     """
     if isinstance(ref, ModelPackage):
         return ref
@@ -82,7 +115,7 @@ def resolve_model(ref) -> ModelPackage:
         name, _, version = text.partition("@")
         found = [p for p in list_models() if p.name == name and (not version or p.version == version)]
         if found:
-            return max(found, key=lambda p: (version_key(p.version), not p.is_builtin))
+            return max(found, key=lambda p: version_key(p.version))
     if _is_path(ref) or Path(text).expanduser().exists():
         return ModelPackage.load(text)
     raise _unknown(ref)
@@ -101,9 +134,18 @@ def default_model(dimension: int) -> ModelPackage:
 
 
 def import_model(path, replace: bool = False) -> ModelPackage:
-    """Validate a package (weights included) and copy it to user_models_dir()/<name>-<version>/."""
+    """Validate a package (weights included) and copy it to user_models_dir()/<name>-<version>/.
+
+    A replace renames the installed folder aside, then the new one into place; a process killed
+    between the two leaves `.<name>.old-<pid>`, which the next use of the registry puts back.
+    """
     package = ModelPackage.load(path)
+    builtin = next((p for p in _scan(builtin_models_dir()) if p.reference == package.reference), None)
+    if builtin is not None and builtin.root.resolve() != package.root.resolve():
+        raise ModelPackageError(f"{path}: {package.reference} is the name and version of a built-in model; "
+                                "give your package another name or version")
     package.build_network()  # checks the sha256, the safetensors format and that the weights fit
+    tidy_user_models()
     dest = user_models_dir() / f"{package.name}-{package.version}"
     if dest.exists() and dest.resolve() == package.root.resolve():
         return package
@@ -111,7 +153,7 @@ def import_model(path, replace: bool = False) -> ModelPackage:
         raise ModelPackageError(f"model {package.reference} is already installed at {dest}; "
                                 "pass --replace to overwrite it")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))
     old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
     try:
         shutil.copyfile(package.root / META_FILE, staging / META_FILE)
@@ -119,13 +161,10 @@ def import_model(path, replace: bool = False) -> ModelPackage:
         ModelPackage.load(staging).verify_weights()
         if dest.exists():
             os.replace(dest, old)
-        try:
-            os.replace(staging, dest)
-        except OSError:
-            if old.exists():
-                os.replace(old, dest)
-            raise
+        os.replace(staging, dest)
     finally:
+        if old.exists() and not dest.exists():  # failed or interrupted between the renames
+            os.replace(old, dest)
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return ModelPackage.load(dest)
