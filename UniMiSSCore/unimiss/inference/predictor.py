@@ -9,6 +9,7 @@ import SimpleITK as sitk
 import torch
 
 from ..data.image import ImageData
+from . import preflight
 from .preprocessing import prepare
 from .sliding_window import sliding_window
 
@@ -55,7 +56,7 @@ class Predictor:
     """
 
     def __init__(self, package, device="auto", overlap=0.5, tta=False, precision="auto", batch_size=2,
-                 largest_component=False, progress=None):
+                 largest_component=False, progress=None, max_memory_gb=None):
         if not 0 <= overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), not {overlap}")
         self.package = package
@@ -65,6 +66,7 @@ class Predictor:
         self.overlap, self.tta, self.batch_size = overlap, tta, batch_size
         self.largest_component = largest_component
         self.progress = progress
+        self.max_memory_gb = max_memory_gb  # refuse images whose work would need more (default: most of the RAM)
 
     @property
     def num_classes(self) -> int:
@@ -87,12 +89,13 @@ class Predictor:
                 total = p if total is None else total + p
         return total / len(flips)
 
-    def predict(self, image: ImageData) -> ImageData:
+    def predict(self, image: ImageData, source="the image") -> ImageData:
         dim = self.package.dimension
         if image.dimension != dim:
             kind = {2: "2D images (radiographs)", 3: "3D volumes (CT)"}[dim]
             raise ValueError(f"model {self.package.reference} segments {kind}; this input is "
                              f"{'a 3D volume' if image.dimension == 3 else 'a 2D image'}")
+        preflight.check(image, self.package, self.batch_size, self.overlap, self.max_memory_gb, source)
         self._report("preprocess", 0, 1)
         prepared = prepare(image, self.package.preprocessing)
         volume = torch.from_numpy(prepared.array)[None]
