@@ -36,8 +36,8 @@ class Estimate:
     def describe(self, patch) -> str:
         grid = " x ".join(map(str, self.grid))
         spacing = " x ".join(f"{s:.3g}" for s in self.spacing)
-        return (f"working grid {grid} voxels at {spacing} mm, {self.windows:,} windows of "
-                f"{' x '.join(map(str, patch))}, about {gib(self.peak_bytes)} of memory")
+        return (f"about {gib(self.peak_bytes)} of memory (working grid {grid} voxels at {spacing} mm, "
+                f"{self.windows:,} windows of {' x '.join(map(str, patch))})")
 
 
 def gib(n: float) -> str:

@@ -121,6 +121,17 @@ def resolve_model(ref) -> ModelPackage:
     raise _unknown(ref)
 
 
+def model_origin(package: ModelPackage) -> dict:
+    """Which copy of a model runs, for events and messages: {"model_origin": built-in|user|file, "model_path": ...}."""
+    if package.is_builtin:
+        origin = "built-in"
+    elif package.source.resolve().parent == user_models_dir().resolve():
+        origin = "user"
+    else:
+        origin = "file"
+    return {"model_origin": origin, "model_path": str(package.source)}
+
+
 def default_model(dimension: int) -> ModelPackage:
     """The built-in package marked "default" for 2D or 3D images."""
     defaults = [p for p in _scan(builtin_models_dir()) if p.dimension == dimension and p.meta.get("default")]
