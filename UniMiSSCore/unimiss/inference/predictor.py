@@ -9,7 +9,7 @@ import SimpleITK as sitk
 import torch
 
 from ..data.image import ImageData
-from . import preflight
+from . import preflight, resample
 from .preprocessing import prepare
 from .sliding_window import sliding_window
 
@@ -113,75 +113,21 @@ class Predictor:
         return labels
 
     def _to_input_grid(self, probs: np.ndarray, grid: sitk.Image, image: ImageData) -> ImageData:
-        """Labels on the input grid: per slab of input slices, each class's probabilities resampled
-        (linearly) from the matching block of the working grid into a running maximum."""
-        present = _winning_classes(probs)
-        labels = np.zeros(image.array.shape, dtype=np.uint8 if self.num_classes <= 256 else np.uint16)
-        depth = image.array.shape[0] if image.dimension == 2 else SLAB_SLICES
-        starts = range(0, image.array.shape[0], depth)
-        for i, start in enumerate(starts):
-            self._report("resample", i, len(starts))
-            reference = _slab_grid(image, start, min(depth, image.array.shape[0] - start))
-            block, block_grid = _matching_block(probs, grid, reference)
-            best = None
-            for c in present:
-                prob = sitk.GetImageFromArray(block[c].astype(np.float32))
-                prob.CopyInformation(block_grid)
-                outside = 1.0 if c == 0 else 0.0
-                on_input = sitk.GetArrayFromImage(
-                    sitk.Resample(prob, reference, sitk.Transform(), sitk.sitkLinear, outside, sitk.sitkFloat32))
-                if best is None:
-                    best = on_input
-                    continue
-                labels[start:start + depth][on_input > best] = c
-                np.maximum(best, on_input, out=best)
-        self._report("resample", len(starts), len(starts))
+        """Labels on the input grid: the classes that win somewhere, interpolated linearly from the working
+        grid by slabs of input slices (separably in torch when the grids are not oblique to each other)."""
+        classes = resample.winning_classes(probs)
+        dtype = np.uint8 if self.num_classes <= 256 else np.uint16
+        on_slab = lambda done, total: self._report("resample", done, total)  # noqa: E731
+        maps = resample.axis_maps(grid, image)
+        if maps is None:
+            labels = resample.labels_by_sitk(probs, grid, image, classes, dtype, on_slab)
+        else:
+            labels = resample.labels_on_input_grid(probs, maps, image.array.shape, classes, dtype, on_slab)
         return image.with_array(labels)
 
     def _report(self, stage, done, total):
         if self.progress is not None:
             self.progress.progress(stage, done, total)
-
-
-SLAB_SLICES = 32  # input slices resampled at a time: bounds the memory of the last stage
-
-
-def _winning_classes(probs: np.ndarray) -> list[int]:
-    """Background and every class that wins somewhere on the working grid (by blocks, to spare memory)."""
-    present = {0}
-    for start in range(0, probs.shape[1], 16):
-        present.update(np.unique(probs[:, start:start + 16].argmax(0)).tolist())
-    return sorted(present)
-
-
-def _slab_grid(image: ImageData, start: int, depth: int) -> sitk.Image:
-    """An empty image on slices start..start+depth of the input grid (or on the whole 2D grid)."""
-    size = list(image.array.shape[::-1])
-    origin = np.array(image.origin, dtype=float)
-    if image.dimension == 3:
-        size[2] = depth
-        origin += np.reshape(image.direction, (3, 3)) @ np.array([0.0, 0.0, start * image.spacing[2]])
-    reference = sitk.Image(size, sitk.sitkUInt8)
-    reference.SetSpacing(image.spacing)
-    reference.SetOrigin(origin.tolist())
-    reference.SetDirection(image.direction)
-    return reference
-
-
-def _matching_block(probs: np.ndarray, grid: sitk.Image, reference: sitk.Image):
-    """The block of `probs` (on `grid`) that covers `reference`, with a margin for interpolation, and its grid."""
-    corners = [[0, n - 1] for n in reference.GetSize()]
-    indices = np.array(np.meshgrid(*corners)).reshape(len(corners), -1).T
-    points = [reference.TransformIndexToPhysicalPoint([int(i) for i in idx]) for idx in indices]
-    index = np.array([grid.TransformPhysicalPointToContinuousIndex(p) for p in points])
-    lo = np.clip(np.floor(index.min(0)).astype(int) - 1, 0, np.array(grid.GetSize()) - 1)
-    hi = np.clip(np.ceil(index.max(0)).astype(int) + 2, lo + 1, np.array(grid.GetSize()))
-    block = probs[(slice(None), *(slice(a, b) for a, b in zip(lo[::-1], hi[::-1])))]
-    block_grid = sitk.Image([int(n) for n in hi - lo], sitk.sitkUInt8)
-    block_grid.SetSpacing(grid.GetSpacing())
-    block_grid.SetOrigin(grid.TransformIndexToPhysicalPoint([int(i) for i in lo]))
-    block_grid.SetDirection(grid.GetDirection())
-    return block, block_grid
 
 
 def keep_largest_components(labels: ImageData) -> ImageData:

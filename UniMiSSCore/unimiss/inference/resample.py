@@ -1,0 +1,182 @@
+"""Class probabilities from the model's working grid back to the input grid, as labels.
+
+The usual case is a working grid that differs from the input grid only by spacing,
+origin, flips and axis order (the model reorients to LPS and resamples to its spacing):
+each input axis then maps to one working axis by t -> offset + scale * t, and linear
+interpolation is separable. `axis_maps` recognises that case and `labels_on_input_grid`
+interpolates all classes at once, one axis at a time, in torch, by slabs of input slices
+that keep memory bounded. It reproduces SimpleITK's linear resampling (ITK's rules: edge
+values clamped within half a voxel of the grid, the outside value beyond; `inside` below).
+Any other grid (oblique to the working one) goes through `labels_by_sitk`, the general path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..data.image import ImageData
+
+SLAB_SLICES = 32       # input slices resampled at a time by the general path
+SLAB_BYTES = 32 << 20  # one slab of every class in float32 on the input grid, separable path: with the two
+                       # arrays its last interpolation step holds, about what preflight.py counts for this stage
+
+
+@dataclass(frozen=True)
+class AxisMap:
+    """Input array axis `axis` (numpy order) lies along working array axis `working_axis`:
+    input index t sits at working continuous index offset + scale * t."""
+    axis: int
+    working_axis: int
+    offset: float
+    scale: float
+
+
+def axis_maps(grid: sitk.Image, image: ImageData, tol: float = 1e-6) -> list[AxisMap] | None:
+    """How each input axis maps onto the working grid, or None when the grids are oblique to each other."""
+    n = image.dimension
+    to_physical = np.reshape(image.direction, (n, n)) * np.asarray(image.spacing)
+    to_working = np.linalg.inv(np.reshape(grid.GetDirection(), (n, n)) * np.asarray(grid.GetSpacing()))
+    matrix = to_working @ to_physical            # input index -> working index (SimpleITK axis order)
+    offset = to_working @ (np.asarray(image.origin) - np.asarray(grid.GetOrigin()))
+    maps = []
+    for working in range(n):
+        row = np.abs(matrix[working])
+        source = int(row.argmax())
+        if np.delete(row, source).max(initial=0.0) > tol * row[source] or np.abs(matrix[:, source]).argmax() != working:
+            return None
+        # SimpleITK axis i is numpy axis n - 1 - i
+        maps.append(AxisMap(n - 1 - source, n - 1 - working, float(offset[working]), float(matrix[working, source])))
+    return sorted(maps, key=lambda m: m.axis)
+
+
+def winning_classes(probs: np.ndarray) -> list[int]:
+    """Background and every class that wins somewhere on the working grid (by blocks, to spare memory)."""
+    present = {0}
+    for start in range(0, probs.shape[1], 16):
+        present.update(np.unique(probs[:, start:start + 16].argmax(0)).tolist())
+    return sorted(present)
+
+
+def _slab_depth(shape, num_classes: int) -> int:
+    return max(1, min(shape[0], SLAB_BYTES // (num_classes * int(np.prod(shape[1:])) * 4)))
+
+
+def _linear_weights(index: np.ndarray, size: int):
+    """ITK's linear interpolation along one axis: lower neighbour, upper neighbour, weight, inside the grid."""
+    inside = (index >= -0.5) & (index < size - 0.5)
+    lower = np.clip(np.floor(index), 0, size - 1).astype(np.int64)
+    upper = np.minimum(lower + 1, size - 1)
+    weight = np.clip(index - lower, 0.0, 1.0)
+    return lower, upper, weight, inside
+
+
+def interpolated_slabs(probs: np.ndarray, maps: list[AxisMap], shape, classes: list[int]):
+    """Yields (start, stop, values): `probs[classes]` (on the working grid) linearly interpolated onto input
+    slices start..stop of an input grid of `shape`, float32 (len(classes), stop - start, *shape[1:]).
+    Outside the working grid background (class 0) has probability 1, every other class 0."""
+    depth = _slab_depth(shape, len(classes))
+    outside = torch.tensor([1.0 if c == 0 else 0.0 for c in classes]).reshape(-1, *[1] * len(shape))
+    for start in range(0, shape[0], depth):
+        stop = min(start + depth, shape[0])
+        axes = []
+        for m in maps:
+            t = np.arange(start, stop) if m.axis == 0 else np.arange(shape[m.axis])
+            axes.append((m, *_linear_weights(m.offset + m.scale * t, probs.shape[1 + m.working_axis])))
+        # Only the block of the working grid that these input voxels touch, in float32.
+        block = [slice(None)] * probs.ndim
+        for m, lower, upper, _, _ in axes:
+            block[1 + m.working_axis] = slice(int(lower.min()), int(upper.max()) + 1)
+        x = torch.from_numpy(np.ascontiguousarray(probs[tuple(block)][classes], dtype=np.float32))
+        # Axes that shrink the array first, so the intermediate arrays stay small.
+        for m, lower, upper, weight, _ in sorted(axes, key=lambda a: len(a[1]) / x.shape[1 + a[0].working_axis]):
+            dim, first = 1 + m.working_axis, block[1 + m.working_axis].start
+            low = x.index_select(dim, torch.from_numpy(lower - first))
+            high = x.index_select(dim, torch.from_numpy(upper - first))
+            weight = torch.from_numpy(weight.astype(np.float32)).reshape([-1 if d == dim else 1 for d in range(x.ndim)])
+            x = low.lerp_(high, weight)
+            del high
+        # Working axes -> input axes (flips were taken care of by the order of the indices).
+        x = x.permute(0, *(1 + next(m.working_axis for m in maps if m.axis == k) for k in range(len(shape))))
+        inside = None
+        for m, _, _, _, ins in axes:
+            mask = torch.from_numpy(ins).reshape([-1 if k == m.axis else 1 for k in range(len(shape))])
+            inside = mask if inside is None else inside & mask
+        if not bool(inside.all()):
+            x = torch.where(inside, x, outside)
+        yield start, stop, x
+
+
+def labels_on_input_grid(probs: np.ndarray, maps: list[AxisMap], shape, classes: list[int], dtype,
+                         on_slab=None) -> np.ndarray:
+    """Argmax over `classes` of `probs` (classes, *working grid) interpolated onto an input grid of `shape`
+    (the first of equal values wins, as in the general path)."""
+    labels = np.zeros(shape, dtype=dtype)
+    values = np.asarray(classes, dtype=np.int64)
+    slabs = -(-shape[0] // _slab_depth(shape, len(classes)))
+    for i, (start, stop, x) in enumerate(interpolated_slabs(probs, maps, shape, classes)):
+        labels[start:stop] = values[x.argmax(0).numpy()]
+        if on_slab:
+            on_slab(i + 1, slabs)
+    return labels
+
+
+def labels_by_sitk(probs: np.ndarray, grid: sitk.Image, image: ImageData, classes: list[int], dtype,
+                   on_slab=None) -> np.ndarray:
+    """The general path, for any pair of grids: per slab of input slices, each class resampled
+    (linearly, by SimpleITK) from the matching block of the working grid into a running maximum."""
+    labels = np.zeros(image.array.shape, dtype=dtype)
+    depth = image.array.shape[0] if image.dimension == 2 else SLAB_SLICES
+    starts = range(0, image.array.shape[0], depth)
+    for i, start in enumerate(starts):
+        if on_slab:
+            on_slab(i, len(starts))
+        reference = _slab_grid(image, start, min(depth, image.array.shape[0] - start))
+        block, block_grid = _matching_block(probs, grid, reference)
+        best = None
+        for c in classes:
+            prob = sitk.GetImageFromArray(block[c].astype(np.float32))
+            prob.CopyInformation(block_grid)
+            outside = 1.0 if c == 0 else 0.0
+            on_input = sitk.GetArrayFromImage(
+                sitk.Resample(prob, reference, sitk.Transform(), sitk.sitkLinear, outside, sitk.sitkFloat32))
+            if best is None:
+                best = on_input
+                continue
+            labels[start:start + depth][on_input > best] = c
+            np.maximum(best, on_input, out=best)
+    if on_slab:
+        on_slab(len(starts), len(starts))
+    return labels
+
+
+def _slab_grid(image: ImageData, start: int, depth: int) -> sitk.Image:
+    """An empty image on slices start..start+depth of the input grid (or on the whole 2D grid)."""
+    size = list(image.array.shape[::-1])
+    origin = np.array(image.origin, dtype=float)
+    if image.dimension == 3:
+        size[2] = depth
+        origin += np.reshape(image.direction, (3, 3)) @ np.array([0.0, 0.0, start * image.spacing[2]])
+    reference = sitk.Image(size, sitk.sitkUInt8)
+    reference.SetSpacing(image.spacing)
+    reference.SetOrigin(origin.tolist())
+    reference.SetDirection(image.direction)
+    return reference
+
+
+def _matching_block(probs: np.ndarray, grid: sitk.Image, reference: sitk.Image):
+    """The block of `probs` (on `grid`) that covers `reference`, with a margin for interpolation, and its grid."""
+    corners = [[0, n - 1] for n in reference.GetSize()]
+    indices = np.array(np.meshgrid(*corners)).reshape(len(corners), -1).T
+    points = [reference.TransformIndexToPhysicalPoint([int(i) for i in idx]) for idx in indices]
+    index = np.array([grid.TransformPhysicalPointToContinuousIndex(p) for p in points])
+    lo = np.clip(np.floor(index.min(0)).astype(int) - 1, 0, np.array(grid.GetSize()) - 1)
+    hi = np.clip(np.ceil(index.max(0)).astype(int) + 2, lo + 1, np.array(grid.GetSize()))
+    block = probs[(slice(None), *(slice(a, b) for a, b in zip(lo[::-1], hi[::-1])))]
+    block_grid = sitk.Image([int(n) for n in hi - lo], sitk.sitkUInt8)
+    block_grid.SetSpacing(grid.GetSpacing())
+    block_grid.SetOrigin(grid.TransformIndexToPhysicalPoint([int(i) for i in lo]))
+    block_grid.SetDirection(grid.GetDirection())
+    return block, block_grid
