@@ -9,7 +9,7 @@ COLUMNS = ("epoch", "loss", "validation Dice")
 
 
 class TrainingChart:
-    """A table node (one row per epoch), two plot series and a chart node, all in the scene.
+    """A table node (one row per epoch), two plot series, a chart node and a view node for it, all in the scene.
 
     `add(metric_event)` appends the epoch the core reports; `remove()` takes every node out again.
     """
@@ -40,10 +40,12 @@ class TrainingChart:
         self.chart.SetTitle(name)
         self.chart.SetXAxisTitle("epoch")
         self.chart.SetYAxisTitle("loss / Dice")
+        self.view = self.scene.AddNewNodeByClass("vtkMRMLPlotViewNode", f"{name} view")  # for a qMRMLPlotView
+        self.view.SetPlotChartNodeID(self.chart.GetID())
 
     @property
     def nodes(self) -> list:
-        return [self.chart, *self.series.values(), self.table]
+        return [self.view, self.chart, *self.series.values(), self.table]
 
     def add(self, event: dict) -> None:
         """Append one `{"event": "metric", "epoch": .., "loss": .., "val_dice": {name: dice}}` event."""

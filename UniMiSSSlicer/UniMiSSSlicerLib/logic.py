@@ -40,6 +40,12 @@ class UniMiSSSlicerLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------------------------ models
 
+    @staticmethod
+    def defaultInputVolume():
+        """The first volume the input selector offers: a scalar volume that is not a labelmap, or None."""
+        return next((node for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+                     if not node.IsA("vtkMRMLLabelMapVolumeNode")), None)
+
     def models(self, dimension: int | None = None) -> list[ModelInfo]:
         return listModels(dimension)
 
@@ -104,14 +110,16 @@ class UniMiSSSlicerLogic(ScriptedLoadableModuleLogic):
             try:
                 if outcome.ok:
                     outcome.value = self.loadSegmentation(output, volumeNode, name, keep)
-            except (ValueError, OSError) as exc:
-                outcome.status, outcome.message = "failed", f"The result could not be loaded: {exc}"
+            except Exception as exc:  # whatever goes wrong, the caller hears of it through the outcome
+                outcome.status, outcome.message = "failed", f"The result could not be loaded: {oneLine(exc)}"
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             if onFinished is not None:
                 onFinished(outcome)
 
-        return self._run(command, onEvent, finished, cleanup=work)
+        process = self._run(command, onEvent, finished, cleanup=work)
+        process.model = info.reference
+        return process
 
     def loadSegmentation(self, path, volumeNode, name: str, segmentNames=()):
         """A new segmentation node from a .seg.nrrd on the volume's grid, with names, colours and terminology."""
@@ -154,9 +162,10 @@ class UniMiSSSlicerLogic(ScriptedLoadableModuleLogic):
                  minutes: float | None = None, learningRate: float | None = None, patchSize=None,
                  iterations: int | None = None, batchSize: int | None = None, spacing=None,
                  precision: str | None = None, device: str = "auto", chart: bool = True,
-                 onEvent=None, onFinished=None) -> BackgroundProcess:
+                 onEvent=None, onFinished=None, onPrepare=None) -> BackgroundProcess:
         """Start fine-tuning on (volume, segmentation) pairs; outcome.value = the new model's name@version.
 
+        Writing the cases takes a while on large volumes: `onPrepare(index, count, name)` is called before each.
         With chart=True the returned process has `.chart`, a TrainingChart filled epoch by epoch.
         """
         if not pairs:
@@ -175,7 +184,7 @@ class UniMiSSSlicerLogic(ScriptedLoadableModuleLogic):
             _checkPatchSize(tuple(patchSize), dimension)
         work = Path(tempfile.mkdtemp(prefix="unimiss-finetune-"))
         try:
-            command = ["finetune", *self._trainingCases(pairs, work, info, newLabelSet)]
+            command = ["finetune", *self._trainingCases(pairs, work, info, newLabelSet, onPrepare)]
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
@@ -203,7 +212,7 @@ class UniMiSSSlicerLogic(ScriptedLoadableModuleLogic):
         def finished(outcome: ProcessOutcome):
             shutil.rmtree(work, ignore_errors=True)
             if outcome.ok:
-                outcome.value = next((r["model"] for r in outcome.results if r.get("model")), None)
+                outcome.value = modelThatRan(outcome)
                 if outcome.value is None:
                     outcome.status, outcome.message = "failed", "Fine-tuning ended without registering a model."
             if not outcome.ok and trainingChart is not None:
@@ -220,12 +229,14 @@ class UniMiSSSlicerLogic(ScriptedLoadableModuleLogic):
         process.chart = trainingChart
         return process
 
-    def _trainingCases(self, pairs, work: Path, info, newLabelSet: bool) -> list:
+    def _trainingCases(self, pairs, work: Path, info, newLabelSet: bool, onPrepare=None) -> list:
         """Write each pair as caseN.nrrd + caseN.seg.nrrd; the --images/--labels arguments."""
         from unimiss.data import write_labelmap
 
         images, labelmaps = [], []
         for i, (volume, segmentation) in enumerate(pairs):
+            if onPrepare is not None:
+                onPrepare(i, len(pairs), segmentation.GetName())
             voxels, labels = self.labelmapFromSegmentation(segmentation, volume)
             present = {label.name for label in labels if (voxels == label.value).any()}
             if not present:
@@ -284,10 +295,7 @@ class UniMiSSSlicerLogic(ScriptedLoadableModuleLogic):
             raise ValueError("Select a segmentation with at least one segment to export.")
         path.parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".seg.nrrd":
-            storage = slicer.vtkMRMLSegmentationStorageNode()  # not added to the scene: the node stays as it is
-            storage.SetFileName(str(path))
-            if not storage.WriteData(segmentationNode):
-                raise OSError(f"{path}: Slicer could not write the segmentation")
+            self._writeSegNrrd(segmentationNode, path)
             return path
         from unimiss.data import write_labelmap
 
@@ -298,24 +306,57 @@ class UniMiSSSlicerLogic(ScriptedLoadableModuleLogic):
         voxels, labels = self.labelmapFromSegmentation(segmentationNode, reference)
         return write_labelmap(self._imageOnGrid(voxels, reference), path, labels)
 
-    def exportDicomSeg(self, segmentationNode, folder) -> None:
-        """DICOM SEG through Slicer's DICOM segmentation exporter (DICOMSegmentationPlugin), when present."""
+    def _writeSegNrrd(self, segmentationNode, path: Path) -> None:
+        """Slicer's own .seg.nrrd writer, always from binary labelmaps: a segmentation whose source is, e.g., a
+        closed surface would otherwise be written as polydata under the .seg.nrrd name."""
+        labelmapName = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+        source = segmentationNode
+        if segmentationNode.GetSegmentation().GetSourceRepresentationName() != labelmapName:
+            source = slicer.vtkMRMLSegmentationNode()  # a copy outside the scene: the user's node stays as it is
+            source.GetSegmentation().DeepCopy(segmentationNode.GetSegmentation())
+            if not source.GetSegmentation().CreateRepresentation(labelmapName):
+                raise ValueError(f"Slicer could not turn '{segmentationNode.GetName()}' into a binary labelmap.")
+            source.GetSegmentation().SetSourceRepresentationName(labelmapName)
+        storage = slicer.vtkMRMLSegmentationStorageNode()  # not added to the scene: the node stays as it is
+        storage.SetFileName(str(path))
+        if not storage.WriteData(source):
+            raise OSError(f"{path}: Slicer could not write the segmentation")
+
+    def exportDicomSeg(self, segmentationNode, folder, referenceVolume=None) -> None:
+        """DICOM SEG through Slicer's DICOM segmentation exporter (DICOMSegmentationPlugin), when present.
+
+        The reference volume must come from the DICOM database; the segmentation is placed in its study in the
+        subject hierarchy, as Slicer's DICOM export expects."""
+        if segmentationNode is None or not segmentationNode.GetSegmentation().GetNumberOfSegments():
+            raise ValueError("Select a segmentation with at least one segment to export.")
+        reference = referenceVolume or segmentationNode.GetNodeReference(
+            segmentationNode.GetReferenceImageGeometryReferenceRole())
+        if reference is None or not (reference.GetAttribute("DICOM.instanceUIDs") or "").strip():
+            name = f"'{reference.GetName()}' was not" if reference is not None else "the segmentation has no volume"
+            raise ValueError(f"DICOM SEG needs a segmentation of a volume loaded from DICOM (through the DICOM "
+                             f"module): {name} loaded from DICOM. Export as .seg.nrrd instead.")
         try:
             import DICOMSegmentationPlugin
         except ImportError:
             raise ValueError("DICOM SEG export needs Slicer's DICOM segmentation exporter (the QuantitativeReporting "
                              "extension provides it in older Slicer versions). Export as .seg.nrrd instead.") from None
         shNode = slicer.mrmlScene.GetSubjectHierarchyNode()
+        study = shNode.GetItemParent(shNode.GetItemByDataNode(reference))
+        if not study or study == shNode.GetSceneItemID():
+            raise ValueError(f"'{reference.GetName()}' is not in a DICOM study in the Data module's subject "
+                             "hierarchy; load it through the DICOM module.")
+        segmentationItem = shNode.GetItemByDataNode(segmentationNode)
+        shNode.SetItemParent(segmentationItem, study)
         plugin = DICOMSegmentationPlugin.DICOMSegmentationPluginClass()
-        exportables = plugin.examineForExport(shNode.GetItemByDataNode(segmentationNode))
+        exportables = plugin.examineForExport(segmentationItem)
         if not exportables:
-            raise ValueError("DICOM SEG needs a segmentation of a volume loaded from DICOM (through the DICOM module).")
+            raise ValueError(f"Slicer's DICOM exporter cannot export '{segmentationNode.GetName()}' as DICOM SEG.")
         Path(folder).mkdir(parents=True, exist_ok=True)
         for exportable in exportables:
             exportable.directory = str(folder)
         error = plugin.export(exportables)
         if error:
-            raise ValueError(f"DICOM SEG export failed: {error}")
+            raise ValueError(f"DICOM SEG export failed: {oneLine(error)}")
 
     # ------------------------------------------------------------------------------------ helpers
 
@@ -325,9 +366,12 @@ class UniMiSSSlicerLogic(ScriptedLoadableModuleLogic):
         return ImageData.from_ijk_to_lps(voxels, rasToLps(ijkToRas(volumeNode))).squeeze_slice()
 
     def _run(self, arguments, onEvent, onFinished, cleanup: Path) -> BackgroundProcess:
+        """Start `python -m unimiss ARGUMENTS` in the run's private folder. `-m` puts the working directory first on
+        sys.path, so Slicer's own (anyone's `unimiss.py` could lie there) is never used. (Not `-I`: PythonSlicer
+        needs its PYTHONHOME.) PYTHONSAFEPATH keeps even that folder off sys.path on Python 3.11 and later."""
         command = [self.python, "-m", "unimiss", *arguments, "--progress", "jsonl"]
-        environment = {**os.environ, **self.environment, "PYTHONUNBUFFERED": "1"}
-        process = BackgroundProcess(command, env=environment, on_event=onEvent, on_finished=onFinished)
+        environment = {**os.environ, **self.environment, "PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"}
+        process = BackgroundProcess(command, env=environment, cwd=cleanup, on_event=onEvent, on_finished=onFinished)
         try:
             return process.start()
         except OSError as exc:
@@ -345,8 +389,26 @@ def _checkPatchSize(patch: tuple, dimension: int) -> None:
                          f"{'32 128 128' if dimension == 3 else '256 256'}).")
 
 
+def oneLine(error) -> str:
+    """An exception (or text) as the one line a dialog shows."""
+    text = " ".join(str(error).split())
+    if isinstance(error, BaseException) and not isinstance(error, (ValueError, OSError)):
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text or "unknown error"
+
+
+def modelThatRan(outcome: ProcessOutcome) -> str | None:
+    """name@version of the model the core's process reports in its result events (it may differ from the
+    one the module resolved, e.g. when a user package shadows a built-in)."""
+    return next((r["model"] for r in outcome.results if r.get("model")), None)
+
+
 def _terminology(segment) -> dict:
-    text = segment.GetTerminology() if hasattr(segment, "GetTerminology") else ""
+    # GetTerminology() appeared in Slicer 5.10; the tag works from 5.0 on.
+    text = vtk.mutable("")
+    if not segment.GetTag(segment.GetTerminologyEntryTagName(), text):
+        return {}
+    text = str(text)
     if not text:
         return {}
     from slicerio.segmentation import terminology_entry_from_string

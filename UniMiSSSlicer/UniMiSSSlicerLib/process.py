@@ -37,6 +37,25 @@ class ProcessOutcome:
         return self.status == "done"
 
 
+_CREATE_NEW_PROCESS_GROUP = 0x00000200  # Windows process creation flags (subprocess has them on Windows only)
+_CREATE_NO_WINDOW = 0x08000000
+_STARTF_USESHOWWINDOW, _SW_HIDE = 0x00000001, 0
+
+
+def popen_options(os_name: str) -> dict:
+    """The child leads a process group of its own (so that Cancel kills its whole tree); on Windows it also
+    gets no console window, as Slicer's own launchConsoleProcess does."""
+    if os_name != "nt":
+        return {"start_new_session": True}
+    options = {"creationflags": _CREATE_NEW_PROCESS_GROUP | _CREATE_NO_WINDOW}
+    if hasattr(subprocess, "STARTUPINFO"):
+        info = subprocess.STARTUPINFO()
+        info.dwFlags |= _STARTF_USESHOWWINDOW
+        info.wShowWindow = _SW_HIDE
+        options["startupinfo"] = info
+    return options
+
+
 def _kill_tree(process: subprocess.Popen) -> None:
     if process.poll() is not None:
         return
@@ -77,11 +96,10 @@ class BackgroundProcess:
     # ------------------------------------------------------------------------------------ control
 
     def start(self) -> "BackgroundProcess":
-        options = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {
-            "start_new_session": True}
         self._process = subprocess.Popen(
             self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=self.env, cwd=self.cwd, text=True, encoding="utf-8", errors="replace", bufsize=1, **options)
+            env=self.env, cwd=self.cwd, text=True, encoding="utf-8", errors="replace", bufsize=1,
+            **popen_options(os.name))
         for stream, kind in ((self._process.stdout, "stdout"), (self._process.stderr, "stderr")):
             thread = threading.Thread(target=self._read, args=(stream, kind), daemon=True)
             thread.start()
