@@ -83,9 +83,11 @@ def _check_bounds(cfg) -> None:
         for v in values:
             if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
                 fail(f"{key} {list(values)}: each value must be a whole number from {low} to {high}")
-    if isinstance(cfg.stem_channels, bool) or not isinstance(cfg.stem_channels, int) or not 1 <= cfg.stem_channels <= 1024:
+    stem = cfg.stem_channels
+    if isinstance(stem, bool) or not isinstance(stem, int) or not 1 <= stem <= 1024:
         fail(f"stem_channels {cfg.stem_channels!r} must be a whole number from 1 to 1024")
-    if isinstance(cfg.mlp_ratio, bool) or not isinstance(cfg.mlp_ratio, (int, float)) or not 0 < cfg.mlp_ratio <= MAX_MLP_RATIO:
+    ratio = cfg.mlp_ratio
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= MAX_MLP_RATIO:
         fail(f"mlp_ratio {cfg.mlp_ratio!r} must be above 0 and at most {MAX_MLP_RATIO:g}")
     if isinstance(cfg.drop_path_rate, bool) or not isinstance(cfg.drop_path_rate, (int, float)) \
             or not 0 <= cfg.drop_path_rate < 1:

@@ -26,9 +26,16 @@ from torch import nn
 from ..inference.predictor import resolve_device
 from ..models import MiT, ProjectionHead
 from ..models.config import get_config
-from ..models.official import load_checkpoint, official_to_ours, ours_to_official
+from ..errors import check_writable
+from ..models.official import build_bounded, load_checkpoint, official_to_ours, ours_to_official
 from .common import init_distributed, save_checkpoint_file
 from .pretrain_data import check_view_size, iterations, load_radiographs, load_volumes, make_batch
+
+
+MAX_OUT_DIM = 262_144  # projection head outputs (published: 65536)
+# A resumed run must repeat the interrupted one: these settings must be those of its checkpoint.
+RESUME_MUST_MATCH = ("arch", "img_size2D", "img_size3D", "out_dim", "batch_size", "world_size", "seed", "interval",
+                     "spacing", "samples_per_epoch", "lr", "drop_path")
 
 
 @dataclass
@@ -79,7 +86,8 @@ class Network(nn.Module):
 def build_networks(s: PretrainSettings):
     cfg = dataclasses.replace(get_config(s.config), img_size_2d=tuple(s.view_size_2d),
                               img_size_3d=tuple(s.view_size_3d))
-    student_backbone = MiT(dataclasses.replace(cfg, drop_path_rate=s.drop_path), spatial_dims=(2, 3))
+    student_backbone = build_bounded(lambda: MiT(dataclasses.replace(cfg, drop_path_rate=s.drop_path),
+                                                 spatial_dims=(2, 3)), f"MiT-{s.config} at the view sizes given")
     student = Network(student_backbone, ProjectionHead(student_backbone.embed_dim, s.out_dim, norm_last_layer=True))
     teacher_backbone = MiT(cfg, spatial_dims=(2, 3))
     teacher = Network(teacher_backbone, ProjectionHead(teacher_backbone.embed_dim, s.out_dim))
@@ -178,6 +186,29 @@ def save_checkpoint(path: Path, student, teacher, optimizer, loss, epoch, s, wor
                           "loss": {"center": loss.center.detach().cpu()}}, path)
 
 
+def _resume(path: Path, s: PretrainSettings, world: int, student, teacher, optimizer, loss_fn) -> int:
+    """Load a checkpoint of a run with the same settings; returns its epoch."""
+    saved = load_checkpoint(path)  # weights only, an allow-list of types: a tampered file runs no code
+    missing = [k for k in ("student", "teacher", "optimizer", "epoch", "args", "loss") if k not in saved]
+    if missing:
+        raise ValueError(f"{path}: not a pretraining checkpoint of unimiss (it lacks {', '.join(missing)})")
+    old = vars(saved["args"]) if isinstance(saved["args"], argparse.Namespace) else {}
+    new = vars(checkpoint_args(s, world))
+    differences = [f"{k} {old.get(k)} in the checkpoint, {new[k]} now" for k in RESUME_MUST_MATCH
+                   if old.get(k) != new[k]]
+    if differences:
+        raise ValueError(f"{path}: cannot resume with other settings: {'; '.join(differences)}")
+    try:
+        load_official_state(student, saved["student"], "module.")
+        load_official_state(teacher, saved["teacher"], "")
+        optimizer.load_state_dict(saved["optimizer"])
+        loss_fn.center.copy_(saved["loss"]["center"])
+        return int(saved["epoch"])
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: the checkpoint does not fit the networks ({first[:200]})") from None
+
+
 # ---------------------------------------------------------------- training
 
 def epoch_kind(epoch: int, s: PretrainSettings) -> int:
@@ -193,8 +224,15 @@ def pretrain(s: PretrainSettings, progress) -> Path | None:
     """Train; returns the checkpoint path (rank 0) or None."""
     if not s.images2d and not s.images3d:
         raise ValueError("no images: give --images2d and/or --images3d")
-    if s.epochs < 1 or s.interval < 1 or s.batch_size < 1:
-        raise ValueError("--epochs, --interval and --batch-size must be at least 1")
+    counts = {"--epochs": s.epochs, "--interval": s.interval, "--batch-size": s.batch_size,
+              "--save-every": s.save_every, "--samples-per-epoch": s.samples_per_epoch}
+    for flag, value in counts.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be at least 1, not {value}")
+    if not 1 <= s.out_dim <= MAX_OUT_DIM:
+        raise ValueError(f"--out-dim must be from 1 to {MAX_OUT_DIM}, not {s.out_dim}")
+    if s.lr is not None and not (math.isfinite(s.lr) and s.lr > 0):
+        raise ValueError(f"--lr must be a positive number, not {s.lr}")
     s.view_size_2d, s.view_size_3d = check_view_size(s.view_size_2d, 2), check_view_size(s.view_size_3d, 3)
     rank, world = init_distributed()
     device = resolve_device(s.device)
@@ -202,6 +240,14 @@ def pretrain(s: PretrainSettings, progress) -> Path | None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
 
+    output = Path(s.output)
+    if s.resume and not (output / "checkpoint.pth").is_file():
+        raise ValueError(f"{output}: nothing to resume, there is no checkpoint.pth in this folder")
+    if not s.resume and (output / "checkpoint.pth").is_file():
+        raise ValueError(f"{output / 'checkpoint.pth'}: a previous run's checkpoint is here; pass --resume to "
+                         "continue it, or choose another --output")
+    if rank == 0:
+        check_writable(output / "checkpoint.pth")
     images = {2: load_radiographs(s.images2d, s.view_size_2d), 3: load_volumes(s.images3d, s.spacing)}
     view_size = {2: s.view_size_2d, 3: s.view_size_3d}
     if rank == 0:
@@ -218,16 +264,10 @@ def pretrain(s: PretrainSettings, progress) -> Path | None:
     loss_fn = DistillationLoss(s.out_dim, lambda e: float(temps[min(e, len(temps) - 1)])).to(device)
     optimizer = torch.optim.AdamW(param_groups(student))
 
-    output = Path(s.output)
     checkpoint_path, log_path = output / "checkpoint.pth", output / "log.jsonl"
     start_epoch = 0
-    if s.resume and checkpoint_path.is_file():
-        saved = load_checkpoint(checkpoint_path)
-        load_official_state(student, saved["student"], "module.")
-        load_official_state(teacher, saved["teacher"], "")
-        optimizer.load_state_dict(saved["optimizer"])
-        loss_fn.center.copy_(saved["loss"]["center"])
-        start_epoch = int(saved["epoch"])
+    if s.resume:
+        start_epoch = _resume(checkpoint_path, s, world, student, teacher, optimizer, loss_fn)
         if rank == 0 and log_path.exists():  # forget epochs after the checkpoint: they are trained again
             kept = [l for l in log_path.read_text().splitlines() if l and json.loads(l)["epoch"] <= start_epoch]
             log_path.write_text("".join(l + "\n" for l in kept))
