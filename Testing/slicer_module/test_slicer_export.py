@@ -64,6 +64,78 @@ def test_bad_exports_get_clear_messages(logic, organs, tmp_path):
     empty = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty")
     with pytest.raises(ValueError, match="at least one segment"):
         logic.exportSegmentation(empty, tmp_path / "empty.seg.nrrd")
-    with pytest.raises(ValueError, match="DICOM SEG export needs Slicer's DICOM segmentation exporter"):
+    with pytest.raises(ValueError, match="DICOM SEG needs a segmentation of a volume loaded from DICOM"):
         logic.exportDicomSeg(node, tmp_path / "dicom")
     assert not list(tmp_path.iterdir())
+
+
+class Slicer58Segment:
+    """A real vtkSegment as Slicer 5.8 shows it: no GetTerminology() (it came in 5.10), the tag API only."""
+
+    def __init__(self, segment):
+        self._segment = segment
+
+    def __getattr__(self, name):
+        if name in ("GetTerminology", "SetTerminology"):
+            raise AttributeError(name)
+        return getattr(self._segment, name)
+
+
+def test_terminology_is_read_through_the_tag_api_of_slicer_5_8(organs):
+    from UniMiSSSlicerLib.logic import _terminology
+
+    volume, node, masks = organs
+    liver = Slicer58Segment(node.GetSegmentation().GetNthSegment(0))
+    assert _terminology(liver)["type"] == ["SCT", "10200004", "Liver"]
+    assert _terminology(Slicer58Segment(node.GetSegmentation().GetNthSegment(1)))["type"] == [
+        "SCT", "85756007", "Tissue"]  # what Slicer gives a segment nobody named
+
+
+def test_a_closed_surface_segmentation_is_written_as_a_labelmap(logic, organs, tmp_path):
+    volume, node, masks = organs
+    segmentation = node.GetSegmentation()
+    assert segmentation.CreateRepresentation("Closed surface")
+    segmentation.SetSourceRepresentationName("Closed surface")
+    segmentation.RemoveRepresentation("Binary labelmap")
+    path = logic.exportSegmentation(node, tmp_path / "surface.seg.nrrd")
+    read = slicerio.read_segmentation(str(path))  # a NRRD, not VTK polydata under a .seg.nrrd name
+    assert [s["name"] for s in read["segments"]] == ["liver", "spleen"]
+    liver = slicerio.extract_segments(read, [("liver", 1)])["voxels"]
+    assert abs(int(liver.sum()) - int(masks["liver"].sum())) < 0.1 * masks["liver"].sum()
+    assert segmentation.GetSourceRepresentationName() == "Closed surface"  # the user's node is unchanged
+
+
+def test_dicom_seg_checks_the_reference_and_places_the_segmentation_in_its_study(logic, organs, tmp_path,
+                                                                                  monkeypatch):
+    import sys
+    import types
+
+    volume, node, masks = organs
+    with pytest.raises(ValueError, match="'ct' was not loaded from DICOM"):
+        logic.exportDicomSeg(node, tmp_path / "dicom")
+    volume.SetAttribute("DICOM.instanceUIDs", "1.2.3.1 1.2.3.2")
+    with pytest.raises(ValueError, match="needs Slicer's DICOM segmentation exporter"):
+        logic.exportDicomSeg(node, tmp_path / "dicom")
+    # The exporter needs Slicer's DICOM database; a stand-in records what the module hands it.
+    shNode = slicer.mrmlScene.GetSubjectHierarchyNode()
+    study = shNode.CreateStudyItem(shNode.CreateSubjectItem(shNode.GetSceneItemID(), "patient"), "study")
+    shNode.CreateItem(study, volume)
+    shNode.CreateItem(shNode.GetSceneItemID(), node)
+    exported = []
+
+    class Exportable:
+        directory = None
+
+    class Plugin:
+        def examineForExport(self, item):
+            exported.append(shNode.GetItemParent(item))
+            return [Exportable()]
+
+        def export(self, exportables):
+            exported.append(exportables[0].directory)
+            return ""
+
+    monkeypatch.setitem(sys.modules, "DICOMSegmentationPlugin",
+                        types.SimpleNamespace(DICOMSegmentationPluginClass=Plugin))
+    logic.exportDicomSeg(node, tmp_path / "dicom")
+    assert exported == [study, str(tmp_path / "dicom")]

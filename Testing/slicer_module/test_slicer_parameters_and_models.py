@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -77,13 +78,16 @@ def test_the_training_chart_shows_each_epoch_and_goes_away(scene):
     assert scene.GetNumberOfNodes() == before
 
 
-def test_dependencies_are_installed_only_after_the_user_agrees(monkeypatch):
+def test_dependencies_are_installed_only_after_the_user_agrees(monkeypatch, tmp_path):
     import importlib.util
+    import subprocess
+    import sys
 
-    from UniMiSSSlicerLib.dependencies import Dependencies, bundledCoreSource
+    from UniMiSSSlicerLib.dependencies import TORCH_REQUIREMENT, DependencyError, Dependencies, bundledCoreSource
 
-    asked, installed = [], []
-    assert bundledCoreSource() == MODULE_DIR.parent / "UniMiSSCore"
+    asked, installed, torch_asked = [], [], []
+    core = bundledCoreSource()
+    assert core == MODULE_DIR.parent / "UniMiSSCore"
     everything_there = Dependencies(confirm=lambda text: asked.append(text) or True, pipInstall=installed.append)
     assert everything_there.missing() == [] and everything_there.ensure() and not asked and not installed
 
@@ -92,10 +96,58 @@ def test_dependencies_are_installed_only_after_the_user_agrees(monkeypatch):
                         lambda name, *a: None if name == "unimiss" and not installed else real_find_spec(name, *a))
     declined = Dependencies(confirm=lambda text: asked.append(text) or False, pipInstall=installed.append)
     assert declined.missing() == ["unimiss"] and not declined.ensure() and not installed
-    assert "unimiss" in asked[-1]
-    agreed = Dependencies(confirm=lambda text: True, pipInstall=installed.append, installTorch=lambda: True)
+    assert "UniMiSS core library (bundled with this extension)" in asked[-1]
+
+    before = sorted(p.name for p in core.iterdir())
+
+    def pip_wheel(arguments):  # pip builds the bundled core as Slicer's pip_install would: from a private copy
+        assert arguments != [str(core)] and (Path(arguments[0]) / "pyproject.toml").is_file()
+        run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                              "-w", str(tmp_path / "wheels"), *arguments], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        installed.append(arguments)
+
+    agreed = Dependencies(confirm=lambda text: True, pipInstall=pip_wheel,
+                          installTorch=lambda requirement: torch_asked.append(requirement) or True)
     assert agreed.ensure()
-    assert installed == [[str(MODULE_DIR.parent / "UniMiSSCore")]]  # the bundled core, not a download
+    assert len(installed) == 1 and list((tmp_path / "wheels").glob("unimiss-*.whl"))
+    assert sorted(p.name for p in core.iterdir()) == before  # no build/ or *.egg-info in the extension's folder
+    assert not torch_asked  # torch is there and new enough
+
+    installed.clear()
+    from UniMiSSSlicerLib import dependencies
+
+    monkeypatch.setattr(dependencies, "bundledCoreSource", lambda: None)  # an extension that lost its core copy
+    with pytest.raises(DependencyError, match="reinstall the UniMiSS extension"):  # never a package index
+        Dependencies(confirm=lambda text: True, pipInstall=installed.append).ensure()
+    assert not installed
+
+
+def test_torch_comes_only_through_the_pytorch_extension_with_the_core_range(monkeypatch):
+    import importlib.util
+
+    from UniMiSSSlicerLib import dependencies
+    from UniMiSSSlicerLib.dependencies import TORCH_REQUIREMENT, DependencyError, Dependencies
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real_find_spec(name, *a))
+    monkeypatch.setattr(dependencies, "installedTorchVersion", lambda: None)
+    pip = []
+    without_extension = Dependencies(confirm=lambda text: True, pipInstall=pip.append)
+    assert without_extension.installTorch is None  # no PyTorchUtils here
+    with pytest.raises(DependencyError, match="Install the 'PyTorch' extension from the Extensions Manager"):
+        without_extension.ensure()
+    assert not pip  # never an unpinned `pip install torch`
+    asked = []
+    failing = Dependencies(confirm=lambda text: True, pipInstall=pip.append,
+                           installTorch=lambda requirement: asked.append(requirement) or False)
+    with pytest.raises(DependencyError, match="^Installing PyTorch did not succeed"):
+        failing.ensure()
+    assert asked == [TORCH_REQUIREMENT] and not pip
+    monkeypatch.setattr(dependencies, "installedTorchVersion", lambda: "2.1.0+cu118")
+    with pytest.raises(DependencyError, match=r"PyTorch 2.1.0\+cu118 is installed, but UniMiSS needs torch>=2.4,<3"):
+        Dependencies(confirm=lambda text: True, pipInstall=pip.append, installTorch=lambda r: True).ensure()
 
 
 def test_the_bundled_samples_are_found():

@@ -78,3 +78,26 @@ def test_cancel_kills_the_whole_process_tree():
     while not _gone(pids[0]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _gone(pids[0]) and _gone(process._process.pid)
+
+
+def test_a_unimiss_py_in_slicers_working_directory_is_never_run(logic, tmp_path, monkeypatch):
+    """`python -m unimiss` puts the working directory first on sys.path: the run gets a private one."""
+    planted = tmp_path / "slicer-cwd"
+    planted.mkdir()
+    marker = tmp_path / "planted-code-ran"
+    (planted / "unimiss.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    monkeypatch.chdir(planted)
+    work = tmp_path / "run"
+    work.mkdir()
+    outcome = logic._run(["segment", "missing.nrrd", "-o", "out.seg.nrrd"], None, None, cleanup=work).wait(timeout=120)
+    assert outcome.status == "failed" and "missing.nrrd" in outcome.message  # the real core answered
+    assert not marker.exists()
+
+
+def test_no_console_window_on_windows():
+    from UniMiSSSlicerLib.process import popen_options
+
+    assert popen_options("posix") == {"start_new_session": True}
+    windows = popen_options("nt")
+    assert windows["creationflags"] & 0x08000000  # CREATE_NO_WINDOW, as Slicer's launchConsoleProcess hides it
+    assert windows["creationflags"] & 0x00000200  # its own process group: Cancel kills the tree
