@@ -344,16 +344,22 @@ def test_overlapping_segments_in_layers_are_merged(tmp_path, lidc_labels):
     crop = slab(labelmap, 60, 64)
     liver = crop.array.T == 5
     body = crop.array.T > 0  # overlaps the liver: slicerio puts it in a second layer
+    body[..., 0] &= ~liver[..., 0]  # but not in the first slice
     segmentation = slicerio.create_segmentation(liver.shape, crop.ijk_to_lps())
     slicerio.add_segment(segmentation, liver, {"id": "liver", "name": "liver", "color": [0.6, 0.2, 0.1]})
     slicerio.add_segment(segmentation, body, {"id": "body", "name": "body", "color": [0.9, 0.9, 0.9]})
     assert segmentation["voxels"].ndim == 4
     slicerio.write_segmentation(str(tmp_path / "layers.seg.nrrd"), segmentation)
 
-    back, labels = read_labelmap(tmp_path / "layers.seg.nrrd")
+    messages = []
+    back, labels = read_labelmap(tmp_path / "layers.seg.nrrd", on_message=messages.append)
     assert back.same_grid(crop)
     assert [(label.value, label.name) for label in labels] == [(1, "liver"), (2, "body")]
-    np.testing.assert_array_equal(back.array, np.where(crop.array > 0, 2, 0))  # the later layer on top
+    expected = np.where(body.T, 2, np.where(liver.T, 1, 0))  # the later layer on top
+    np.testing.assert_array_equal(back.array, expected)
+    covered = int(liver.sum() - liver[..., 0].sum())
+    assert messages == [f"layers.seg.nrrd: {covered} of {int(liver.sum())} voxels of segment 'liver' lie under "
+                        "segments of a later layer and belong to those"]
 
 
 def test_unsupported_labelmap_format(tmp_path, lidc_labels):
@@ -401,7 +407,7 @@ def test_interrupted_labelmap_write_leaves_no_file(tmp_path, lidc_labels, monkey
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("unimiss.data.io._colour_table_text", interrupt)  # after the labelmap is written
+    monkeypatch.setattr("unimiss.data.io.label_table_text", interrupt)  # after the labelmap is written
     with pytest.raises(KeyboardInterrupt):
         write_labelmap(crop, tmp_path / "case.nii.gz", labels)
     monkeypatch.setattr(slicerio, "write_segmentation", interrupt)

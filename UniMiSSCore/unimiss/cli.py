@@ -13,56 +13,11 @@ PROGRESS_CHOICES = ["auto", "tqdm", "lines", "jsonl", "none"]
 PROGRESS_HELP = ("auto: bars on a terminal, else plain lines (stage, percent) on stderr; jsonl: one JSON event per "
                  "line on stdout, for GUIs; none: only errors")
 PRECISION_HELP = "auto: bf16 autocast where the CPU or GPU computes it natively, else fp32"
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".dcm")
-LABELMAP_SUFFIXES = (".seg.nrrd", ".nrrd", ".nii.gz", ".nii")
-
-
-def _suffix(path: Path, suffixes) -> str | None:
-    name = path.name.lower()
-    return next((s for s in suffixes if name.endswith(s)), None)
-
-
-def _case_name(path: Path) -> str:
-    suffix = _suffix(path, IMAGE_SUFFIXES)
-    return path.name[: -len(suffix)] if suffix and path.is_file() else path.name
-
-
-def _is_dicom_folder(path: Path) -> bool:
-    import SimpleITK as sitk
-
-    return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
-
-
-def expand_inputs(inputs) -> list[Path]:
-    """Image files and DICOM-series folders; a folder of cases gives each of its images and DICOM subfolders."""
-    from .data.io import InputError
-
-    cases = []
-    for raw in inputs:
-        path = Path(raw)
-        if not path.exists():
-            raise InputError(f"{path}: no such file or folder")
-        if path.is_file() or _is_dicom_folder(path):
-            cases.append(path)
-            continue
-        found = [p for p in sorted(path.iterdir())
-                 if (p.is_file() and _suffix(p, IMAGE_SUFFIXES)) or (p.is_dir() and _is_dicom_folder(p))]
-        if not found:
-            raise InputError(f"{path}: no images or DICOM series found in this folder")
-        cases.extend(found)
-    return cases
-
-
-def _output_paths(cases, output: Path, fmt: str) -> list[Path]:
-    if len(cases) == 1 and _suffix(output, LABELMAP_SUFFIXES) and not output.is_dir():
-        return [output]
-    if _suffix(output, LABELMAP_SUFFIXES) and not output.is_dir():
-        raise ValueError(f"{output}: several cases need an output folder, not a file name")
-    return [output / f"{_case_name(c)}.{fmt}" for c in cases]
 
 
 def _segment(args) -> int:
-    from .data.io import read_image, write_labelmap
+    from .data.inputs import find_cases, plan_outputs, preview_path, refuse_single_slice_volume
+    from .data.io import check_labelmap_output, read_image, write_labelmap
     from .inference import Predictor
     from .progress import Progress, Stopwatch
     from .zoo import default_model, resolve_model
@@ -73,8 +28,10 @@ def _segment(args) -> int:
         inputs.append(Path(__file__).with_name("samples") / SAMPLES[args.sample])
     if not inputs:
         raise ValueError("give images to segment, or --sample ct|xray")
-    cases = expand_inputs(inputs)
-    outputs = _output_paths(cases, Path(args.output), args.format)
+    found = find_cases(inputs, progress.message)
+    cases = [case.path for case in found]
+    outputs = plan_outputs(found, args.output, args.format, args.labels_out, args.preview or bool(args.sample),
+                           progress.message)
     preview = args.preview or bool(args.sample)
     explicit = resolve_model(args.model) if args.model else None
     predictors, failures = {}, 0
@@ -82,14 +39,17 @@ def _segment(args) -> int:
         clock = Stopwatch()
         try:
             image = read_image(case, on_message=progress.message)
+            if explicit is None:
+                refuse_single_slice_volume(case, image.dimension)
             package = explicit or default_model(image.dimension)
+            check_labelmap_output(out, package.labels)
             if package.reference not in predictors:
                 predictors[package.reference] = Predictor(
                     package, device=args.device, overlap=args.overlap, tta=args.tta, precision=args.precision,
                     batch_size=args.batch_size, largest_component=args.largest_component, progress=progress)
             labels = predictors[package.reference].predict(image)
             out.parent.mkdir(parents=True, exist_ok=True)
-            write_labelmap(labels, out, package.labels)
+            write_labelmap(labels, out, package.labels, table=args.labels_out)
         except (ValueError, OSError) as exc:
             if len(cases) == 1:
                 raise
@@ -100,7 +60,7 @@ def _segment(args) -> int:
         if preview:
             from .preview import write_preview
 
-            picture = out.with_name(out.name[: -len(_suffix(out, LABELMAP_SUFFIXES))] + "-preview.png")
+            picture = preview_path(out)
             write_preview(picture, image, labels, package.labels, modality_ct=package.dimension == 3)
             progress.result(picture, input=str(case), kind="preview")
     progress.close()
@@ -152,10 +112,13 @@ def _pretrain(args) -> int:
 
 
 def _drr(args) -> int:
+    import csv
+
     import numpy as np
     import SimpleITK as sitk
 
     from .data.drr import Projector
+    from .data.inputs import case_name
     from .data.io import atomic_output, read_image, read_labelmap, write_labelmap
 
     ct = read_image(args.ct)
@@ -167,7 +130,7 @@ def _drr(args) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
-    stem = _case_name(Path(args.ct))
+    stem = case_name(args.ct)
     rows = []
     projector = Projector(ct, labelmap, labels)
     for i in range(args.count):
@@ -177,33 +140,20 @@ def _drr(args) -> int:
             sitk.WriteImage(image.to_sitk(), str(tmp), True)
         if labelmap is not None:
             write_labelmap(masks, out / f"{name}.seg.nrrd", labels)
-            rows.append(f"{name}.nrrd,{name}.seg.nrrd")
+            rows.append((f"{name}.nrrd", f"{name}.seg.nrrd"))
     if rows:
-        with atomic_output(out / "cases.csv") as tmp:
-            tmp.write_text("\n".join(["image,label", *rows]) + "\n")
+        with atomic_output(out / "cases.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as table:
+            csv.writer(table, lineterminator="\n").writerows([("image", "label"), *rows])  # quotes what needs it
     print(f"wrote {args.count} radiographs to {out}", file=sys.stderr)
     return 0
 
 
 def _evaluate(args) -> int:
-    from .data.io import read_labelmap
-    from .evaluation import compare
+    from .evaluation import evaluate_files
 
-    pred, pred_labels = read_labelmap(args.prediction)
-    ref, ref_labels = read_labelmap(args.reference)
-    ref_by_name = {label.name: label.value for label in ref_labels}
-    named = all(not label.name.startswith("label_") for label in ref_labels) and ref_labels
-    pairs = {}
-    for label in pred_labels:
-        if named and label.name in ref_by_name:
-            pairs[label.name] = (label.value, ref_by_name[label.name])
-        elif not named:
-            pairs[label.name] = (label.value, label.value)
-    if not pairs:
-        raise ValueError("the two labelmaps share no label name")
-    results = compare(pred, ref, pairs)
-    dice = [r["dice"] for r in results.values()]
-    print(json.dumps({"labels": results, "mean_dice": sum(dice) / len(dice)}, indent=2))
+    report = evaluate_files(args.prediction, args.reference, args.match_by_value,
+                            say=lambda message: print(f"unimiss: {message}", file=sys.stderr))
+    print(json.dumps(report, indent=2))
     return 0
 
 
@@ -264,21 +214,33 @@ inputs and outputs:
   one image, -o a folder           out/CT.seg.nrrd (the input's name without its extension)
   a DICOM series folder            read as one volume (the largest series if there are several);
                                    the output is named after the folder: dicom/ -> out/dicom.seg.nrrd
-  a folder of cases, -o a folder   each image file in it and each DICOM-series subfolder is a case:
-                                   cases/a.nii.gz, cases/b/ (DICOM) -> out/a.seg.nrrd, out/b.seg.nrrd
-  --format nii.gz or nrrd          a labelmap plus a colour table beside it (out/a.ctbl) naming the values
+  a folder of image files          each file is a case (PNG, JPEG, NIfTI, NRRD, single DICOM files
+                                   alike; other files are named and left out):
+                                   cases/a.png, cases/b.dcm -> out/a.seg.nrrd, out/b.seg.nrrd
+  a folder of case folders         each subfolder is a case, a DICOM series or a single image
+                                   (labelmaps beside it not counted), named after the subfolder:
+                                   cases/p1/image.nii.gz, cases/p2/ (DICOM) -> out/p1..., out/p2...
+  Each folder given is reported in one line (what it was read as, what was left out).
+  --format nii.gz or nrrd          a labelmap plus a table beside it (out/a.ctbl, or with --labels-out
+                                   json out/a.json) naming the values
   --preview                        also out/a-preview.png: the segments outlined, with a legend
 
+Results are named after their case; cases that would share a name (letter case ignored) get their
+parent folder's name in front (a/image.nii.gz, b/image.nii.gz -> a_image, b_image), then their
+extension (a.png, a.jpg -> a_png, a_jpg), then a number (-2). An output that would replace an input,
+or -o with an image extension (out.png), is refused before any work.
+
 The model is the built-in one for the input's dimension (3D CT or 2D radiograph) unless --model names
-another (`unimiss models list`). A case that fails in a batch is reported and the others go on; the
-exit status is then 1.
+another (`unimiss models list`); a single slice of a CT volume needs --model. A case that fails in a
+batch is reported and the others go on; the exit status is then 1.
 """
 
 EVALUATE_EPILOG = """\
 Both files are labelmaps on the same grid: .seg.nrrd (segment names inside), or NRRD / NIfTI with a
 label table beside it that names the values (CASE.ctbl, CASE.json as TotalSegmentator's labels.json,
 or a Decathlon / nnU-Net dataset.json in its folder or the folder above). Classes are matched by
-name, so the two may number them differently; without names on the reference, by value.
+name (letter case, spaces, '_' and '-' ignored), so the two may number them differently. A labelmap
+with unnamed values is refused, unless --match-by-value pairs equal values (and says so).
 Prints JSON: per label its Dice and mean surface distance (mm), and the mean Dice.
 
   unimiss evaluate out/case.seg.nrrd reference/case.seg.nrrd > scores.json
@@ -321,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--largest-component", action="store_true", help="keep each label's largest connected part")
     seg.add_argument("--format", default="seg.nrrd", choices=["seg.nrrd", "nrrd", "nii.gz"],
                      help="file format when -o is a folder")
+    seg.add_argument("--labels-out", default="ctbl", choices=["ctbl", "json"],
+                     help="the table naming the values beside a .nii.gz/.nrrd result: CASE.ctbl (3D Slicer colour "
+                          "table) or CASE.json ({\"labels\": {\"1\": \"liver\"}}, as TotalSegmentator)")
     seg.add_argument("--progress", default="auto", choices=PROGRESS_CHOICES, help=PROGRESS_HELP)
     seg.set_defaults(func=_segment)
 
@@ -424,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Compare a segmentation with a reference segmentation, label by label.")
     ev.add_argument("prediction", help="the labelmap to score (e.g. what unimiss segment wrote)")
     ev.add_argument("reference", help="the reference labelmap, on the same grid")
+    ev.add_argument("--match-by-value", action="store_true",
+                    help="pair equal label values instead of equal names (for labelmaps without names); says so")
     ev.set_defaults(func=_evaluate)
 
     try:

@@ -6,8 +6,10 @@ SimpleITK's multi-line exceptions never get through.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
+import re
 import secrets
 import struct
 import zlib
@@ -19,27 +21,25 @@ import numpy as np
 import SimpleITK as sitk
 import slicerio
 
+from . import dicom
+from .dicom import DICOM_SUFFIXES
+from .errors import InputError
+from .. import leftovers
 from .image import ImageData
-from .labels import Label
+from .labels import Label, find_label_table, label_table_text
 
+# ITK's warnings are multi-line noise for a user; the one that matters, "non-uniform sampling or missing
+# slices" of DICOM series, is replaced by dicom.check_slices, which refuses such a series.
 sitk.ProcessObject_SetGlobalWarningDisplay(False)
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-DICOM_SUFFIXES = (".dcm", ".dicom")
 LABELMAP_SUFFIXES = (".seg.nrrd", ".nrrd", ".nii.gz", ".nii")
 MIN_IN_PLANE = 8  # voxels along x and y; anything smaller is not a medical image
 
 PHOTOMETRIC, PIXEL_SPACING, IMAGER_PIXEL_SPACING = "0028|0004", "0028|0030", "0018|1164"
-SERIES_UID, SERIES_DESCRIPTION = "0020|000e", "0008|103e"
+NIFTI_FLOATS = {16: "f4", 64: "f8"}  # NIfTI datatype codes of float32 and float64
 LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-class InputError(ValueError):
-    """A problem with an input file; the message is a single line that names the file."""
-
-    def __init__(self, message):
-        super().__init__(" ".join(str(message).split()))
 
 
 def _error(path, problem: str) -> InputError:
@@ -66,10 +66,12 @@ def atomic_output(path) -> Iterator[Path]:
     """Yield a temporary path beside `path`, ending with the same name so that writers pick the same format.
 
     On success it replaces `path`; on any exception (KeyboardInterrupt included) it is removed and the
-    exception propagates, so a half-written file never appears under the final name.
+    exception propagates, so a half-written file never appears under the final name. The temporary name
+    carries the process id: those of killed processes are removed here, the next time `path` is written.
     """
     path = Path(path)
-    temporary = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
+    leftovers.remove_stale(path.parent, rf"\.tmp-(?P<pid>\d+)-[0-9a-f]{{8}}-{re.escape(path.name)}")
+    temporary = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
     try:
         yield temporary
         os.replace(temporary, path)
@@ -90,7 +92,7 @@ def read_image(path, on_message: Callable[[str], None] | None = None) -> ImageDa
     path = Path(path)
     say = on_message or (lambda message: None)
     if path.is_dir():
-        image, tags = _read_dicom_series(path, say)
+        image, tags = dicom.read_series(path, say)
     else:
         _check_file(path, VOLUME_SUFFIXES + PICTURE_SUFFIXES + DICOM_SUFFIXES)
         image, tags = _read_file(path)
@@ -128,11 +130,13 @@ def _read_file(path: Path) -> tuple[sitk.Image, dict[str, str]]:
     try:
         reader.ReadImageInformation()
     except RuntimeError:
+        if _png_colour_type(path) == 4:  # grey + alpha: ITK knows no such pixel type
+            return _grey_of_grey_alpha_png(path), {}
         raise _error(path, "not a readable image (unknown format or damaged header)") from None
     if reader.GetDimension() > 3:
         raise _error(path, f"4D images are not supported (size {_size_text(reader.GetSize())})")
     if compound_suffix(path) in (".nii", ".nii.gz"):
-        _check_nifti_complete(path)
+        _check_nifti(path)
     try:
         image = reader.Execute()
     except RuntimeError:
@@ -142,23 +146,52 @@ def _read_file(path: Path) -> tuple[sitk.Image, dict[str, str]]:
     return image, tags
 
 
-def _check_nifti_complete(path: Path) -> None:
-    """ITK reads a truncated NIfTI without complaint (the missing voxels become zeros): check the length here."""
+def _check_nifti(path: Path) -> None:
+    """What ITK does not check in a NIfTI: a truncated file (the missing voxels would become zeros) and
+    NaN or infinite float voxels (ITK reads them as 0, which is water in a CT)."""
     try:
         with open(path, "rb") as raw:
             gzipped = raw.read(2) == b"\x1f\x8b"  # ITK also reads a plain file named .nii.gz
         with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as stream:
             header = stream.read(544)
-            length = path.stat().st_size
-            if gzipped:  # reading to the end checks the gzip end marker and CRC as well
-                length = len(header)
-                while chunk := stream.read(1 << 22):
+            start, end, dtype = _nifti_layout(header)
+            length, bad = path.stat().st_size, 0
+            if gzipped or dtype is not None:  # reading a gzip to the end checks its end marker and CRC as well
+                length, pending = len(header), header[start:end] if dtype is not None else b""
+                while True:
+                    chunk = stream.read(1 << 22)
+                    if dtype is not None:  # count in whole voxels; the data may begin inside the header's bytes
+                        pending += chunk[max(start - length, 0): max(end - length, 0)]
+                        usable = len(pending) - len(pending) % dtype.itemsize
+                        bad += int(np.count_nonzero(~np.isfinite(np.frombuffer(pending[:usable], dtype))))
+                        pending = pending[usable:]
+                    if not chunk:
+                        break
                     length += len(chunk)
     except (OSError, EOFError, zlib.error):
         raise _error(path, "the file is truncated or damaged (incomplete gzip stream)") from None
-    expected = _nifti_data_end(header)
-    if expected and length < expected:
-        raise _error(path, f"the file is truncated ({length} of {expected} bytes)")
+    if end and length < end:
+        raise _error(path, f"the file is truncated ({length} of {end} bytes)")
+    if bad:
+        raise _error(path, f"{bad} voxels are NaN or infinite")
+
+
+def _nifti_layout(header: bytes) -> tuple[int, int, np.dtype | None]:
+    """(start, end) of the voxel data of a NIfTI-1 or NIfTI-2 header (0, 0 when it is not one), and the
+    numpy type of float voxels (None for other types)."""
+    end = _nifti_data_end(header)
+    if not end:
+        return 0, 0, None
+    for endian in "<>":
+        if struct.unpack(endian + "i", header[:4])[0] == 348:
+            code, start = struct.unpack(endian + "h", header[70:72])[0], int(struct.unpack(endian + "f", header[108:112])[0])
+        elif struct.unpack(endian + "i", header[:4])[0] == 540:
+            code, start = struct.unpack(endian + "h", header[12:14])[0], struct.unpack(endian + "q", header[168:176])[0]
+        else:
+            continue
+        kind = NIFTI_FLOATS.get(code)
+        return start, end, np.dtype(endian + kind) if kind else None
+    return 0, 0, None
 
 
 def _nifti_data_end(header: bytes) -> int:
@@ -180,39 +213,25 @@ def _nifti_data_end(header: bytes) -> int:
     return 0
 
 
-def _read_dicom_series(folder: Path, say) -> tuple[sitk.Image, dict[str, str]]:
-    """The DICOM series with the most files in `folder` (not its sub-folders), slices ordered by position."""
+def _grey_of_grey_alpha_png(path: Path) -> sitk.Image:
+    from PIL import Image
+
     try:
-        series = [(uid, sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
-                  for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))]
-    except RuntimeError:
-        series = []
-    series = [(uid, files) for uid, files in series if files]
-    if not series:
-        raise _error(folder, "no DICOM series in this folder (sub-folders are not searched)")
-    uid, files = max(series, key=lambda item: len(item[1]))
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(files[0])
+        with Image.open(path) as picture:
+            grey = np.asarray(picture.getchannel(0))
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise _error(path, f"a grey + alpha PNG that could not be read ({_last_line(error)})") from None
+    return sitk.GetImageFromArray(np.ascontiguousarray(grey))
+
+
+def _png_colour_type(path: Path) -> int | None:
+    """The colour type in a PNG's header (4: grey + alpha), None for anything else."""
     try:
-        reader.ReadImageInformation()
-        first = {key: reader.GetMetaData(key).strip() for key in reader.GetMetaDataKeys()}
-    except RuntimeError:
-        first = {}
-    uid = first.get(SERIES_UID) or uid
-    description = first.get(SERIES_DESCRIPTION)
-    message = (f"DICOM series '{description}'" if description else "DICOM series") + \
-        f" ({f'UID {uid}' if uid else 'no series UID'}, {len(files)} slices)"
-    if len(series) > 1:
-        message += f" (the largest of {len(series)} series in the folder)"
-    say(message)
-    series_reader = sitk.ImageSeriesReader()
-    series_reader.SetFileNames(files)
-    try:
-        image = series_reader.Execute()
-    except RuntimeError as error:
-        raise _error(folder, f"could not read the DICOM series ({_last_line(error)[:200]})") from None
-    tags = {key: first[key] for key in (PHOTOMETRIC, PIXEL_SPACING, IMAGER_PIXEL_SPACING) if key in first}
-    return image, tags
+        with open(path, "rb") as stream:
+            head = stream.read(26)
+    except OSError:
+        return None
+    return head[25] if len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" else None
 
 
 def _scalar(path: Path, image: sitk.Image, say) -> ImageData:
@@ -276,34 +295,67 @@ def _size_text(size) -> str:
 # ---------------------------------------------------------------------------------------------- labelmaps
 
 
-def write_labelmap(labelmap: ImageData, path, labels: list[Label]) -> Path:
+def write_labelmap(labelmap: ImageData, path, labels: list[Label], table: str = "ctbl") -> Path:
     """Write a labelmap on its own grid; the format follows the extension.
 
     `.seg.nrrd`: a 3D Slicer segmentation with one named, coloured segment per label (present or not);
-    `.nrrd`, `.nii.gz`, `.nii`: the labelmap plus a `.ctbl` colour table beside it.
+    `.nrrd`, `.nii.gz`, `.nii`: the labelmap plus a table of its names beside it, `<name>.ctbl` (a 3D Slicer
+    colour table) or with `table="json"` `<name>.json` (`{"labels": {"1": "liver"}, ...}`, as TotalSegmentator).
     Voxel values without a label are kept and named `label_<value>`.
     """
+    path = Path(path)
+    check_labelmap_output(path, labels)
+    labelmap = labelmap.with_array(_label_voxels(labelmap.array))
+    labels = _complete_labels(labelmap.array, labels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if compound_suffix(path) == ".seg.nrrd":
+            with atomic_output(path) as temporary:
+                _write_segmentation(labelmap, temporary, labels)
+        else:
+            table_path = label_table_path(path, table)
+            # A labelmap and its table are two files, so two writers (or a kill between two renames) could leave
+            # one run's labelmap beside another's table. The table records the sha256 of the labelmap it was
+            # written with and read_labelmap refuses a pair that does not match, so such a pair is never read
+            # with the wrong names. The table goes in place first, the labelmap last.
+            with atomic_output(path) as temporary, atomic_output(table_path) as temporary_table:
+                sitk.WriteImage(labelmap.to_sitk(), str(temporary), useCompression=True)
+                temporary_table.write_text(label_table_text(labels, table, table_path.name, _sha256(temporary)),
+                                           encoding="utf-8")
+                for stale in {label_table_path(path, "ctbl"), label_table_path(path, "json")} - {table_path}:
+                    stale.unlink(missing_ok=True)  # the table of the labelmap being replaced
+    except RuntimeError as error:  # SimpleITK: no space left, no permission, ...
+        raise OSError(f"{path}: could not write the labelmap ({_last_line(error)})") from None
+    return path
+
+
+def check_labelmap_output(path, labels: list[Label]) -> None:
+    """Refuse, before any work, a labelmap name whose format is unknown or cannot hold these label names."""
     path = Path(path)
     suffix = compound_suffix(path)
     if suffix not in LABELMAP_SUFFIXES:
         raise _error(path, f"unsupported labelmap format '{suffix or 'no extension'}' "
                            f"(use {', '.join(LABELMAP_SUFFIXES)})")
-    labelmap = labelmap.with_array(_label_voxels(labelmap.array))
-    labels = _complete_labels(labelmap.array, labels)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        if suffix == ".seg.nrrd":
-            with atomic_output(path) as temporary:
-                _write_segmentation(labelmap, temporary, labels)
-        else:
-            table = colour_table_path(path)
-            # The table is put in place first: a labelmap under its final name always has its names.
-            with atomic_output(path) as temporary, atomic_output(table) as temporary_table:
-                sitk.WriteImage(labelmap.to_sitk(), str(temporary), useCompression=True)
-                temporary_table.write_text(_colour_table_text(labels, table.name))
-    except RuntimeError as error:  # SimpleITK: no space left, no permission, ...
-        raise OSError(f"{path}: could not write the labelmap ({_last_line(error)})") from None
-    return path
+    if suffix == ".seg.nrrd":  # NRRD headers are ASCII (pynrrd, which slicerio uses, writes nothing else)
+        foreign = next((label.name for label in labels if not label.name.isascii()), None)
+        if foreign is not None:
+            raise ValueError(f"{path}: the label name {foreign!r} has non-ASCII characters, which a .seg.nrrd "
+                             "cannot hold; write .nii.gz or .nrrd (names go into a UTF-8 table beside it)")
+
+
+def label_table_path(path, kind: str = "ctbl") -> Path:
+    """The table of names beside a NIfTI/NRRD labelmap: `case.nii.gz` -> `case.ctbl` or `case.json`."""
+    if kind not in ("ctbl", "json"):
+        raise ValueError(f"unknown label table kind {kind!r} (ctbl or json)")
+    return colour_table_path(path).with_suffix("." + kind)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _label_voxels(array: np.ndarray) -> np.ndarray:
@@ -356,19 +408,21 @@ def _write_segmentation(labelmap: ImageData, path: Path, labels: list[Label]) ->
     slicerio.write_segmentation(str(path), segmentation, compression_level=1)
 
 
-def _colour_table_text(labels: list[Label], name: str) -> str:
-    lines = [f"# Color table file {name}", f"# {len(labels) + 1} values", "0 background 0 0 0 0"]
-    lines += [f"{label.value} {'_'.join(label.name.split()) or f'label_{label.value}'} "
-              f"{label.color[0]} {label.color[1]} {label.color[2]} 255" for label in labels]
-    return "\n".join(lines) + "\n"
+def read_labelmap(path, on_message: Callable[[str], None] | None = None,
+                  name_all: bool = True) -> tuple[ImageData, list[Label]]:
+    """A labelmap and its labels (sorted by value, background excluded).
 
-
-def read_labelmap(path) -> tuple[ImageData, list[Label]]:
-    """A labelmap and its labels (sorted by value, background excluded), from `.seg.nrrd` or NRRD/NIfTI + `.ctbl`."""
+    Names come from the segments of a `.seg.nrrd`, or for NRRD/NIfTI from the first table found beside it
+    (`case.ctbl`, `case.json`, `dataset.json` here or one folder up; see `labels.table_candidates`). A table
+    that unimiss wrote for another version of the labelmap is refused. Voxel values that no name covers are
+    named `label_<value>`, or left out with `name_all=False` (to tell named from unnamed values).
+    `on_message` hears what merging overlapping `.seg.nrrd` layers changed.
+    """
     path = Path(path)
     _check_file(path, LABELMAP_SUFFIXES)
     if compound_suffix(path) == ".seg.nrrd":
-        return _read_segmentation(path)
+        data, labels = _read_segmentation(path, on_message or (lambda message: None))
+        return data, _complete_labels(data.array, labels) if name_all else labels
     image, _ = _read_file(path)
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise _error(path, "not a labelmap (more than one value per voxel)")
@@ -382,33 +436,16 @@ def read_labelmap(path) -> tuple[ImageData, list[Label]]:
     if voxels.size and voxels.max() > np.iinfo(np.uint16).max:
         raise _error(path, "not a labelmap (values above 65535)")
     data = data.with_array(_label_voxels(voxels.astype(np.uint16) if voxels.dtype.kind == "f" else voxels))
-    table = colour_table_path(path)
-    labels = _read_colour_table(table) if table.is_file() else []
-    return data, _complete_labels(data.array, labels)
+    table = find_label_table(path)
+    if table is not None and table.labelmap_sha256 and table.labelmap_sha256 != _sha256(path):
+        raise _error(table.path, f"this table was written with another version of {path.name} (the checksum it "
+                                 "records differs), so its names may not be this labelmap's; write the labelmap "
+                                 "again, or remove the checksum line if you know the names are right")
+    labels = table.labels if table is not None else []
+    return data, _complete_labels(data.array, labels) if name_all else labels
 
 
-def _read_colour_table(path: Path) -> list[Label]:
-    labels = []
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError as error:
-        raise _error(path, f"cannot read the colour table ({error.strerror})") from None
-    for number, line in enumerate(lines, 1):
-        fields = line.split()
-        if not fields or fields[0].startswith("#"):
-            continue
-        try:
-            value, name, colour = int(fields[0]), fields[1], tuple(int(c) for c in fields[2:5])
-        except (ValueError, IndexError):
-            raise _error(path, f"line {number} is not 'value name R G B A'") from None
-        if value in {label.value for label in labels}:
-            raise _error(path, f"line {number} repeats value {value}")
-        if value > 0 and len(colour) == 3:
-            labels.append(Label(value, name, colour))
-    return labels
-
-
-def _read_segmentation(path: Path) -> tuple[ImageData, list[Label]]:
+def _read_segmentation(path: Path, say: Callable[[str], None]) -> tuple[ImageData, list[Label]]:
     try:
         segmentation = slicerio.read_segmentation(str(path))
     except Exception as error:  # slicerio and pynrrd raise many kinds; the user needs one line
@@ -421,7 +458,12 @@ def _read_segmentation(path: Path) -> tuple[ImageData, list[Label]]:
         raise _error(path, "not a segmentation (negative voxel values)")
     # Each segment keeps its value unless a segment of another layer has taken it; layers are merged in order.
     used: set[int] = set()
-    tables = np.zeros((layers.shape[0], int(layers.max(initial=0)) + 1), np.int64)
+    # Sized by the segments' values, not the voxels' (a stray 1e9 must not ask for gigabytes); voxels above
+    # every segment's value belong to none and map through the last entry, 0.
+    top = max([int(s.get("labelValue", 1)) for s in segmentation.get("segments", [])], default=0)
+    if top > np.iinfo(np.uint16).max:
+        raise _error(path, f"segment value {top} does not fit a 16-bit labelmap")
+    tables = np.zeros((layers.shape[0], max(top, 0) + 2), np.int64)
     labels = []
     for segment in segmentation.get("segments", []):
         file_value, layer = int(segment.get("labelValue", 1)), int(segment.get("layer", 0))
@@ -431,19 +473,34 @@ def _read_segmentation(path: Path) -> tuple[ImageData, list[Label]]:
         used.add(value)
         if 0 <= layer < layers.shape[0] and file_value < tables.shape[1]:
             tables[layer, file_value] = value
-        labels.append(_segment_label(segment, value))
+        labels.append(_segment_label(path, segment, value))
     if max(used, default=0) > np.iinfo(np.uint16).max:
         raise _error(path, "too many segments for a 16-bit labelmap")
     dtype = np.uint8 if max(used, default=0) <= np.iinfo(np.uint8).max else np.uint16
-    merged = tables[0].astype(dtype)[layers[0]]
+    merged = tables[0].astype(dtype)[np.minimum(layers[0], tables.shape[1] - 1)]
+    drawn = np.bincount(merged.reshape(-1), minlength=max(used, default=0) + 1) if layers.shape[0] > 1 else None
     for layer in range(1, layers.shape[0]):
-        mapped = tables[layer].astype(dtype)[layers[layer]]
+        mapped = tables[layer].astype(dtype)[np.minimum(layers[layer], tables.shape[1] - 1)]
+        drawn += np.bincount(mapped.reshape(-1), minlength=drawn.size)
         np.copyto(merged, mapped, where=mapped > 0)
+    if drawn is not None:  # one labelmap holds one class per voxel: later layers cover earlier ones
+        kept = np.bincount(merged.reshape(-1), minlength=drawn.size)
+        for label in labels:
+            lost = int(drawn[label.value] - kept[label.value])
+            if lost and not kept[label.value]:
+                raise _error(path, f"segment '{label.name}' lies entirely under segments of a later layer; one "
+                                   "labelmap cannot hold both (save the overlapping segments in separate files)")
+            if lost:
+                say(f"{path.name}: {lost} of {int(drawn[label.value])} voxels of segment '{label.name}' lie under "
+                    "segments of a later layer and belong to those")
     data = ImageData.from_ijk_to_lps(np.ascontiguousarray(merged.T), segmentation["ijkToLPS"]).squeeze_slice()
     return data, sorted(labels, key=lambda label: label.value)
 
 
-def _segment_label(segment: dict, value: int) -> Label:
+def _segment_label(path: Path, segment: dict, value: int) -> Label:
     colour = tuple(int(round(min(max(c, 0.0), 1.0) * 255)) for c in segment.get("color", (0.5, 0.5, 0.5)))
-    return Label(value, segment.get("name") or segment.get("id") or f"label_{value}", colour,
-                 dict(segment.get("terminology", {})))
+    try:
+        return Label(value, segment.get("name") or segment.get("id") or f"label_{value}", colour,
+                     dict(segment.get("terminology", {})))
+    except ValueError as error:
+        raise _error(path, f"segment {segment.get('id', value)}: {error}") from None

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..data.io import InputError, read_image, read_labelmap
-from ..data.labels import Label
+from ..data.labels import Label, read_label_table
 from ..inference.preprocessing import normalise, working_grid
 
 
@@ -56,11 +55,11 @@ def _decathlon_folder(root: Path) -> list[CaseFiles]:
         raise InputError(f"{root}: expected imagesTr/ and labelsTr/ folders (Decathlon / nnU-Net layout)")
     names = None
     meta = root / "dataset.json"
-    if meta.is_file():
-        table = json.loads(meta.read_text()).get("labels", {})
-        # Decathlon and nnU-Net v1: {"1": "liver"}; nnU-Net v2: {"liver": 1}
-        pairs = [(int(k), v) if str(k).isdigit() else (int(v), k) for k, v in table.items()]
-        names = {value: name for value, name in pairs if value != 0}
+    if meta.is_file():  # Decathlon and nnU-Net v1: {"1": "liver"}; nnU-Net v2: {"liver": 1}
+        table = read_label_table(meta)
+        if table is None:
+            raise InputError(f"{meta}: no \"labels\" entry naming the label values")
+        names = {label.value: label.name for label in table.labels}
     out = []
     for label in sorted(p for p in labels.iterdir() if p.name.endswith((".nii.gz", ".nii", ".nrrd", ".mha"))):
         stem = label.name.split(".")[0]
@@ -77,10 +76,20 @@ def _decathlon_folder(root: Path) -> list[CaseFiles]:
 def _csv_list(path: Path) -> list[CaseFiles]:
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"image", "label"} <= set(rows[0]):
-        raise InputError(f"{path}: expected a CSV with 'image' and 'label' columns")
+    try:  # utf-8-sig: spreadsheet programs start their CSV with a byte-order mark
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise InputError(f"{path}: not a readable CSV ({error})") from None
+    if not {"image", "label"} <= set(reader.fieldnames or ()):
+        raise InputError(f"{path}: expected a CSV with 'image' and 'label' columns"
+                         + (f" (found: {', '.join(reader.fieldnames)})" if reader.fieldnames else ""))
+    for number, row in enumerate(rows, start=2):
+        if not row.get("image") or not row.get("label"):
+            raise InputError(f"{path}: line {number} has no {'image' if not row.get('image') else 'label'}")
+    if not rows:
+        raise InputError(f"{path}: no cases listed")
     return [CaseFiles(path.parent / r["image"], path.parent / r["label"]) for r in rows]
 
 
@@ -92,7 +101,7 @@ def read_pair(files: CaseFiles):
     image = read_image(files.image)
     labelmap, labels = read_labelmap(files.label)
     if files.names:
-        labels = [Label(v, files.names.get(v, f"label_{v}")) for v in np.unique(labelmap.array) if v != 0]
+        labels = [Label(int(v), files.names.get(v, f"label_{v}")) for v in np.unique(labelmap.array) if v != 0]
     if labelmap.dimension != image.dimension or not labelmap.same_grid(image):
         raise InputError(f"{files.label}: the labelmap is not on the grid of its image {files.image} "
                          "(size, spacing, origin and direction must match)")

@@ -21,7 +21,7 @@ from ..inference.preprocessing import INTENSITY_PRESETS, normalise, working_grid
 
 
 def expand(paths) -> list:
-    from ..cli import expand_inputs
+    from ..data.inputs import expand_inputs
 
     return expand_inputs([str(p) for p in paths]) if paths else []
 

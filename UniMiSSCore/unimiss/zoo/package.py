@@ -79,6 +79,8 @@ def _schema_problem(error) -> tuple[str, str]:
         return _field(path + [missing]), "is required but missing"
     if error.validator == "pattern" and _field(path) in _PATTERN_HINTS:
         return _field(path), f"{error.instance!r} {_PATTERN_HINTS[_field(path)]}"
+    if error.validator == "not" and "description" in error.schema:  # label names: no control characters
+        return _field(path), f"{error.instance!r} is not allowed: {error.schema['description']}"
     return _field(path), _one_line(error.message)
 
 
