@@ -4,9 +4,9 @@ The usual case is a working grid that differs from the input grid only by spacin
 origin, flips and axis order (the model reorients to LPS and resamples to its spacing):
 each input axis then maps to one working axis by t -> offset + scale * t, and linear
 interpolation is separable. `axis_maps` recognises that case and `labels_on_input_grid`
-interpolates all classes at once, one axis at a time, in torch, by slabs of input slices
-that keep memory bounded. It reproduces SimpleITK's linear resampling (ITK's rules: edge
-values clamped within half a voxel of the grid, the outside value beyond; `inside` below).
+interpolates all classes at once, one axis at a time (numpy gathers), by slabs of input
+slices that keep memory bounded. It reproduces SimpleITK's linear resampling (ITK's rules:
+edge values clamped within half a voxel of the grid, the outside value beyond).
 Any other grid (oblique to the working one) goes through `labels_by_sitk`, the general path.
 """
 from __future__ import annotations
