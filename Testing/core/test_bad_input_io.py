@@ -257,12 +257,15 @@ def test_same_stems_in_one_run_give_distinct_results(model_home, tmp_path):
     png = sitk.ReadImage(str(PNG))[::8, ::8]  # 128 x 128: quick
     for name in ("a.png", "a.PNG", "a.jpg"):
         sitk.WriteImage(png, str(cases / name))
-    proc = unimiss(["segment", cases, "-o", tmp_path / "out", "--model", "test-cxr", "--progress", "jsonl"],
-                   model_home)
+    proc = unimiss(["segment", cases, "-o", tmp_path / "out", "--model", "test-cxr", "--progress", "jsonl",
+                    "--format", "nii.gz", "--labels-out", "json"], model_home)
     assert proc.returncode == 0, proc.stderr
     written = {Path(e["input"]).name: Path(e["path"]).name for e in events(proc, "result")}
-    assert written == {"a.PNG": "a_PNG.seg.nrrd", "a.jpg": "a_jpg.seg.nrrd", "a.png": "a_png-2.seg.nrrd"}
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(written.values())
+    assert written == {"a.PNG": "a_PNG.nii.gz", "a.jpg": "a_jpg.nii.gz", "a.png": "a_png-2.nii.gz"}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        [*written.values(), "a_PNG.json", "a_jpg.json", "a_png-2.json"])
+    assert [label.name for label in read_labelmap(tmp_path / "out" / "a_jpg.nii.gz")[1]] == [
+        "lung_left", "lung_right", "heart"]
 
 
 def test_a_folder_of_pictures_with_one_dicom_file_gives_each_file_a_case(model_home, tmp_path):
