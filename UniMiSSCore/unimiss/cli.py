@@ -18,9 +18,10 @@ PRECISION_HELP = "auto: bf16 autocast where the CPU or GPU computes it natively,
 def _segment(args) -> int:
     from .data.inputs import find_cases, plan_outputs, preview_path, refuse_single_slice_volume
     from .data.io import check_labelmap_output, read_image, write_labelmap
-    from .inference import Predictor
+    from .errors import check_writable, describe
+    from .inference import Predictor, preflight
     from .progress import Progress, Stopwatch
-    from .zoo import default_model, resolve_model
+    from .zoo import default_model, model_origin, resolve_model
 
     progress = Progress(args.progress, args.command)
     inputs = list(args.inputs)
@@ -34,10 +35,13 @@ def _segment(args) -> int:
                            progress.message)
     preview = args.preview or bool(args.sample)
     explicit = resolve_model(args.model) if args.model else None
-    predictors, failures = {}, 0
+    for out in dict.fromkeys(outputs):  # before any inference: an unwritable output fails now, not after it
+        check_writable(out)
+    predictors, failures, preview_failures = {}, 0, 0
     for case, out in zip(cases, outputs):
         clock = Stopwatch()
         try:
+            preflight.check_file(case, explicit, args.batch_size, args.overlap, args.max_memory_gb)
             image = read_image(case, on_message=progress.message)
             if explicit is None:
                 refuse_single_slice_volume(case, image.dimension)
@@ -46,26 +50,35 @@ def _segment(args) -> int:
             if package.reference not in predictors:
                 predictors[package.reference] = Predictor(
                     package, device=args.device, overlap=args.overlap, tta=args.tta, precision=args.precision,
-                    batch_size=args.batch_size, largest_component=args.largest_component, progress=progress)
-            labels = predictors[package.reference].predict(image)
+                    batch_size=args.batch_size, largest_component=args.largest_component, progress=progress,
+                    max_memory_gb=args.max_memory_gb)
+                progress.start(model=package.reference, **model_origin(package))
+            labels = predictors[package.reference].predict(image, source=case)
             out.parent.mkdir(parents=True, exist_ok=True)
             write_labelmap(labels, out, package.labels, table=args.labels_out)
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, MemoryError) as exc:
             if len(cases) == 1:
                 raise
             failures += 1
-            progress.error(f"{case}: {exc}")
+            progress.error(f"{case}: {describe(exc)}")
             continue
-        progress.result(out, input=str(case), model=package.reference, seconds=round(clock(), 2))
+        progress.result(out, input=str(case), model=package.reference, **model_origin(package),
+                        seconds=round(clock(), 2))
         if preview:
             from .preview import write_preview
 
             picture = preview_path(out)
-            write_preview(picture, image, labels, package.labels, modality_ct=package.dimension == 3)
+            try:
+                write_preview(picture, image, labels, package.labels, modality_ct=package.dimension == 3)
+            except (ValueError, OSError, MemoryError) as exc:  # the labelmap is written; the batch goes on
+                preview_failures += 1
+                progress.error(f"{picture}: the preview could not be written ({describe(exc)})")
+                continue
             progress.result(picture, input=str(case), kind="preview")
     progress.close()
-    if failures:
-        print(f"unimiss: {failures} of {len(cases)} cases failed", file=sys.stderr)
+    if failures or preview_failures:
+        print(f"unimiss: {failures} of {len(cases)} cases failed" if failures
+              else f"unimiss: {preview_failures} of {len(cases)} previews could not be written", file=sys.stderr)
         return 1
     return 0
 
@@ -81,7 +94,8 @@ def _finetune(args) -> int:
         spacing=tuple(args.spacing) if args.spacing else None, intensity=args.intensity, epochs=args.epochs,
         minutes=args.minutes, iterations_per_epoch=args.iterations, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, seed=args.seed, validation=args.validation,
-        patience=args.patience, precision=args.precision, device=args.device, workdir=Path(args.workdir),
+        patience=args.patience, precision=args.precision, device=args.device,
+        workdir=Path(args.workdir) if args.workdir else None,
         resume=args.resume, command="unimiss " + " ".join(sys.argv[1:]))
     files = pairs_from_args(args.images or (), args.labels or (), args.data, args.csv)
     package = finetune(settings, files, progress)
@@ -104,7 +118,13 @@ def _pretrain(args) -> int:
         out_dim=args.out_dim, teacher_temp=args.teacher_temp, momentum_teacher=args.momentum_teacher,
         seed=args.seed, save_every=args.save_every, device=args.device, output=Path(args.output),
         resume=args.resume)
-    path = pretrain(settings, progress)
+    try:
+        path = pretrain(settings, progress)
+    except KeyboardInterrupt:
+        checkpoint = settings.output / "checkpoint.pth"
+        progress.message(f"stopped: the last checkpoint is {checkpoint}; run the same command with --resume to "
+                         "continue from it" if checkpoint.is_file() else "stopped before the first checkpoint")
+        raise
     progress.close()
     if path is not None:
         progress.result(path)
@@ -185,11 +205,11 @@ def _mit_inspect(args) -> int:
 
     ckpt = load_checkpoint(args.checkpoint)
     if "state_dict" in ckpt:
-        net = from_official_segmentation(ckpt, args.arch, patch_size=args.patch_size)
+        net = from_official_segmentation(ckpt, args.arch, patch_size=args.patch_size, source=args.checkpoint)
         print(f"official downstream segmentation checkpoint: MiT-{args.arch}, 3D, {net.num_classes} classes, "
               f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters; loads exactly")
     else:
-        net = from_official_pretrain(ckpt, args.arch, args.which)
+        net = from_official_pretrain(ckpt, args.arch, args.which, source=args.checkpoint)
         epoch = ckpt.get("epoch", "?")
         print(f"official pretraining checkpoint: MiT-{args.arch} {args.which}, 2D+3D, epoch {epoch}, "
               f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters; loads exactly")
@@ -280,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--tta", action="store_true", help="also average over mirrored inputs (up to 8x slower in 3D)")
     seg.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help=PRECISION_HELP)
     seg.add_argument("--batch-size", type=int, default=2, help="windows per forward pass (more: faster on a GPU)")
+    seg.add_argument("--max-memory-gb", type=float,
+                     help="refuse images whose segmentation would need more memory than this (default: 80%% of "
+                          "the machine's memory); the estimate is checked before any work")
     seg.add_argument("--largest-component", action="store_true", help="keep each label's largest connected part")
     seg.add_argument("--format", default="seg.nrrd", choices=["seg.nrrd", "nrrd", "nii.gz"],
                      help="file format when -o is a folder")
@@ -332,8 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="auto: fp32 on CPUs, bf16 (or fp16) autocast on GPUs")
     ft.add_argument("--device", default="auto",
                     help="auto (a CUDA GPU if PyTorch sees one, else the CPU), cpu, cuda or cuda:N")
-    ft.add_argument("--workdir", default="unimiss-finetune",
-                    help="folder for the checkpoint (one per epoch, replaced) and the prepared cases")
+    ft.add_argument("--workdir",
+                    help="folder for the checkpoint (replaced each epoch, removed once the model is saved; kept "
+                         "for --resume when a run stops early); default: unimiss-finetune-NAME beside the data")
     ft.add_argument("--resume", action="store_true", help="continue from the workdir's checkpoint")
     ft.add_argument("--progress", default="auto", choices=PROGRESS_CHOICES, help=PROGRESS_HELP)
     ft.set_defaults(func=_finetune)
@@ -419,15 +443,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Exit status: 0 done, 1 some cases of a batch failed, 2 an error, 3 an internal error, 130 interrupted."""
+    from . import errors
+
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, OSError) as exc:  # InputError, CheckpointError, ModelPackageError are ValueErrors
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+    def fail(message: str, status: int) -> int:
         if getattr(args, "progress", None) == "jsonl":
             print(json.dumps({"event": "error", "message": message}), flush=True)
-        print(f"unimiss: error: {message}", file=sys.stderr)
-        return 2
+        print(f"unimiss: {'error: ' if status != 130 else ''}{message}", file=sys.stderr, flush=True)
+        return status
+
+    try:
+        return args.func(args)
     except KeyboardInterrupt:
-        print("unimiss: interrupted", file=sys.stderr)
-        return 130
+        return fail("interrupted", 130)
+    except Exception as exc:  # InputError, CheckpointError, ModelPackageError are ValueErrors
+        if errors.is_expected(exc):
+            return fail(errors.describe(exc), 2)
+        log = errors.write_crash_log(exc, argv)
+        return fail(f"internal error ({type(exc).__name__}: {errors.one_line(exc, 200)}); this is a bug in unimiss"
+                    + (f", the details are in {log}" if log else ""), 3)

@@ -71,11 +71,18 @@ class Progress:
         else:
             self._write(" ".join(f"{k}={_fmt(v)}" for k, v in fields.items()))
 
+    def start(self, **fields) -> None:
+        """Work begins with what it uses (e.g. model, model_origin, model_path): shown so a user knows which copy ran."""
+        if self.mode == "jsonl":
+            self._emit({"event": "start", **fields})
+        elif "model" in fields:
+            self._write(f"using {_model_text(fields)}")
+
     def result(self, path, **fields) -> None:
         if self.mode == "jsonl":
             self._emit({"event": "result", "path": str(path), **fields})
         else:
-            self._write(f"wrote {path}")
+            self._write(f"wrote {path}" + (f" ({_model_text(fields)})" if "model" in fields else ""))
 
     def error(self, message: str) -> None:
         self.close()
@@ -95,6 +102,12 @@ class Progress:
             self._bar.write(text, file=sys.stderr)
         else:
             print(f"{self.command}: {text}" if self.mode == "lines" else text, file=sys.stderr, flush=True)
+
+
+def _model_text(fields: dict) -> str:
+    """`model name@version, built-in` or `model name@version, /path/to/its/package`."""
+    where = "built-in" if fields.get("model_origin") == "built-in" else fields.get("model_path")
+    return f"model {fields['model']}" + (f", {where}" if where else "")
 
 
 def _fmt(value):

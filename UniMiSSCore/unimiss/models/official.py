@@ -163,9 +163,9 @@ def _strip(state: dict, prefixes) -> dict:
 
 # ---------------------------------------------------------------- pretraining checkpoints
 
-def _pretrain_parts(path_or_state, which: str):
+def _pretrain_parts(path_or_state, which: str, source=None):
     """(backbone state with official names, head state, args) of a pretraining checkpoint or bare state dict."""
-    ckpt, where = load_checkpoint(path_or_state), _where(path_or_state)
+    ckpt, where = load_checkpoint(path_or_state), source or _where(path_or_state)
     if which not in ("teacher", "student"):
         raise CheckpointError(f"which must be 'teacher' or 'student', not {which!r}")
     args = ckpt.get("args")
@@ -222,14 +222,17 @@ def _load_exact(model: torch.nn.Module, official: dict, arch: str, default_dim: 
     model.load_state_dict({k: v.float() for k, v in mapped.items()})
 
 
-def from_official_pretrain(path_or_state, arch: str = "tiny", which: str = "teacher", with_head: bool = False):
+def from_official_pretrain(path_or_state, arch: str = "tiny", which: str = "teacher", with_head: bool = False,
+                           source=None):
     """The 2D+3D MiT backbone of an official pretraining checkpoint, in eval mode.
 
-    With `with_head=True` returns `(backbone, projection_head)`.
+    With `with_head=True` returns `(backbone, projection_head)`. `source` names an already loaded
+    checkpoint in error messages.
     """
-    backbone_state, head_state, args = _pretrain_parts(path_or_state, which)
-    cfg = _pretrain_config(arch, args, _where(path_or_state))
-    model = build_bounded(lambda: MiT(cfg, spatial_dims=(2, 3)), _where(path_or_state))
+    where = source or _where(path_or_state)
+    backbone_state, head_state, args = _pretrain_parts(path_or_state, which, where)
+    cfg = _pretrain_config(arch, args, where)
+    model = build_bounded(lambda: MiT(cfg, spatial_dims=(2, 3)), where)
     _load_exact(model, backbone_state, arch, default_dim=3)
     model.eval()
     if not with_head:
@@ -254,13 +257,14 @@ def _head_from_state(head_state: dict) -> ProjectionHead:
 # ---------------------------------------------------------------- downstream segmentation checkpoints
 
 def from_official_segmentation(path_or_state, arch: str = "tiny", num_classes: int | None = None,
-                               patch_size=(16, 96, 96), deep_supervision: bool = False) -> MiTSegmentation:
+                               patch_size=(16, 96, 96), deep_supervision: bool = False,
+                               source=None) -> MiTSegmentation:
     """The 3D segmentation network of an official downstream (nnU-Net v1 trainer) checkpoint, in eval mode.
 
     `patch_size` is the training patch size from the trainer's plans; `num_classes`
     is read from the checkpoint when not given.
     """
-    ckpt, where = load_checkpoint(path_or_state), _where(path_or_state)
+    ckpt, where = load_checkpoint(path_or_state), source or _where(path_or_state)
     state = ckpt.get("state_dict", ckpt)
     if not isinstance(state, dict) or not any(k.startswith("model.") for k in state):
         raise CheckpointError(f"{where}: not a UniMiSS segmentation checkpoint: expected a 'state_dict' with "
@@ -272,7 +276,7 @@ def from_official_segmentation(path_or_state, arch: str = "tiny", num_classes: i
     if num_classes is not None and num_classes != found:
         raise CheckpointError(f"{where}: the checkpoint predicts {found} classes, not {num_classes}")
     model = build_bounded(lambda: MiTSegmentation(arch, num_classes=found, spatial_dims=3, patch_size=patch_size,
-                                                  deep_supervision=deep_supervision), _where(path_or_state))
+                                                  deep_supervision=deep_supervision), where)
     _load_exact(model, state, arch, default_dim=3)
     return model.eval()
 

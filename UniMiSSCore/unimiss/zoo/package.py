@@ -431,13 +431,19 @@ def save_package(directory, meta: dict, state_dict, dtype="float16") -> ModelPac
         tensors[key] = cast
     _check_fit(_new_network(meta, directory).state_dict(), tensors, directory)
 
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     tmp_weights = directory / f".{WEIGHTS_FILE}.{os.getpid()}.tmp"
     tmp_meta = directory / f".{META_FILE}.{os.getpid()}.tmp"
     try:
-        save_file(tensors, str(tmp_weights), metadata={"format": "pt"})
+        try:
+            save_file(tensors, str(tmp_weights), metadata={"format": "pt"})
+        except SafetensorError as exc:  # its I/O errors, a full disk included, arrive as one Rust message
+            full = "StorageFull" in str(exc) or "No space left" in str(exc)
+            raise ModelPackageError(f"{directory}: could not write {WEIGHTS_FILE} ("
+                                    + ("no space left on the disk" if full else _one_line(exc)) + ")") from None
         meta["weights"]["sha256"] = _sha256(tmp_weights)
         tmp_meta.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         os.chmod(tmp_weights, tmp_meta.stat().st_mode & 0o777)  # safetensors creates its file owner-only
