@@ -3,6 +3,7 @@ from __future__ import annotations
 
 
 def _list(args) -> int:
+    from .package import printable
     from .registry import list_models, user_models_dir
 
     packages = list_models()
@@ -12,7 +13,7 @@ def _list(args) -> int:
     rows = [("REFERENCE", "DIM", "MODALITY", "LABELS", "SOURCE")]
     for p in packages:
         source = ("built-in" + (", default" if p.meta.get("default") else "")) if p.is_builtin else "user"
-        rows.append((p.reference, f"{p.dimension}D", p.modality, str(len(p.meta["labels"])), source))
+        rows.append((p.reference, f"{p.dimension}D", printable(p.modality), str(len(p.meta["labels"])), source))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
