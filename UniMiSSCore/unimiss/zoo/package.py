@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -288,6 +289,9 @@ class ModelPackage:
             if weights_info.file_size > limit:
                 raise ModelPackageError(f"{path}: {weights} would unpack to {weights_info.file_size:,} bytes, more "
                                         f"than the network in {META_FILE} can hold ({limit:,})")
+            from .. import leftovers
+
+            leftovers.remove_stale(tempfile.gettempdir(), re.escape(EXTRACT_PREFIX) + r"(?P<pid>\d+)-.*")
             tmp = tempfile.TemporaryDirectory(prefix=f"{EXTRACT_PREFIX}{os.getpid()}-")
             root = Path(tmp.name)
             try:
