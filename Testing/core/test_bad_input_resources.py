@@ -49,6 +49,12 @@ def assert_one_line_error(proc, *fragments, status=2):
         assert fragment in lines[0], (fragment, lines[0])
 
 
+def dead_pid() -> int:
+    """The id of a process that has ended."""
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+
+
 def run_main(args, capsys):
     status = cli.main([str(a) for a in args])
     out, err = capsys.readouterr()
@@ -236,7 +242,7 @@ def _zip_variants(package, tmp_path):
 
 def test_damaged_zips_give_one_line_naming_the_file(small_package, tmp_path, monkeypatch, capsys, home):
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp" / f"unimiss-model-{dead_pid()}-left").mkdir(parents=True)  # from a killed process
     for name, (path, fragment) in _zip_variants(small_package, tmp_path).items():
         status, out, err = run_main(["models", "import", path], capsys)
         assert status == 2 and len(err) == 1 and str(path) in err[0] and fragment in err[0], (name, err)
@@ -406,8 +412,7 @@ def test_leftovers_of_dead_processes_are_removed_and_a_killed_replace_keeps_the_
             "    real(a, b)\nos.replace = replace\nimport_model(sys.argv[1], replace=True)\n")
     proc = capped([newer], code=code, env={"UNIMISS_HOME": str(home)})
     assert proc.returncode == -signal.SIGKILL and not installed.exists()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    pid = int(dead.stdout)
+    pid = dead_pid()
     leftovers = [user_models_dir() / f".tiny-cxr-1.0.0.tmp-{pid}-abc", tmp_path / "tmp" / f"unimiss-model-{pid}-xyz"]
     for folder in leftovers:
         folder.mkdir()
