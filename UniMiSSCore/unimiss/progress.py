@@ -72,11 +72,10 @@ class Progress:
             self._write(" ".join(f"{k}={_fmt(v)}" for k, v in fields.items()))
 
     def start(self, **fields) -> None:
-        """Work begins with what it uses (e.g. model, model_origin, model_path): shown so a user knows which copy ran."""
+        """Work begins with what it uses (model, model_origin, model_path): an event for GUIs; a terminal
+        reads the same on each 'wrote' line."""
         if self.mode == "jsonl":
             self._emit({"event": "start", **fields})
-        elif "model" in fields:
-            self._write(f"using {_model_text(fields)}")
 
     def result(self, path, **fields) -> None:
         if self.mode == "jsonl":
