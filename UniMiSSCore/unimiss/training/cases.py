@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..data.inputs import case_name
 from ..data.io import InputError, read_image, read_labelmap
 from ..data.labels import Label, read_label_table
 from ..inference.preprocessing import normalise, working_grid
@@ -28,6 +29,7 @@ class TrainingCase:
     image: np.ndarray        # float32 (z, y, x) or (y, x)
     label: np.ndarray        # uint8 class indices
     sha256: str              # of the image and labelmap files, for provenance
+    labelled: frozenset = frozenset()  # class indices the labelmap declares (the others are unknown there)
 
     @property
     def dimension(self) -> int:
@@ -123,7 +125,7 @@ def prepare_case(files: CaseFiles, image, labelmap, labels, present, class_names
                  preprocessing: dict) -> TrainingCase:
     """Resample image (linear) and labels (nearest) to the working grid; labels become class indices."""
     index = {name: i + 1 for i, name in enumerate(class_names)}
-    labels = [l for l in labels if l.name in present]
+    all_labels, labels = labels, [l for l in labels if l.name in present]
     unknown = [l.name for l in labels if l.name not in index]
     if unknown:
         raise InputError(f"{files.label}: label {unknown[0]!r} is not one of the model's classes "
@@ -140,6 +142,19 @@ def prepare_case(files: CaseFiles, image, labelmap, labels, present, class_names
         for p in sorted(path.rglob("*")) if path.is_dir() else [path]:
             if p.is_file():
                 digest.update(p.read_bytes())
-    name = files.image.name.split(".")[0] if files.image.is_file() else files.image.name
-    return TrainingCase(name, np.ascontiguousarray(array, dtype=np.float32),
-                        sitk.GetArrayFromImage(label_grid), digest.hexdigest())
+    declared = frozenset(index[l.name] for l in all_labels if l.name in index)
+    return TrainingCase(display_name(files.image), np.ascontiguousarray(array, dtype=np.float32),
+                        sitk.GetArrayFromImage(label_grid), digest.hexdigest(), declared)
+
+
+GENERIC_NAMES = {"image", "img", "ct", "volume", "scan", "data", "dicom", "series", "imaging"}
+
+
+def display_name(image: Path) -> str:
+    """The case's name for people: the file or folder name, or its parent folder's for generic names
+    (`case7/image.nii.gz`, `case7/dicom/` -> case7)."""
+    name = case_name(image)
+    stem = name.lower().removesuffix("_0000")
+    if stem in GENERIC_NAMES and image.resolve().parent.name:
+        return image.resolve().parent.name
+    return name

@@ -17,14 +17,15 @@ import torch
 import torch.distributed as dist
 
 from ..inference.predictor import resolve_device, resolve_precision
-from ..inference.sliding_window import sliding_window
 from ..models import MiTSegmentation, segmentation_from_official_pretrain
 from ..models.official import build_bounded, load_checkpoint
 from ..inference.preprocessing import INTENSITY_PRESETS
 from .cases import class_names_of, prepare_case, read_pair
 from .common import init_distributed, save_checkpoint_file
-from .losses import DeepSupervisionLoss, dice_per_class
+from .losses import DeepSupervisionLoss
+from .recipe import HEAD_WARMUP, Budget, learning_rate, plan_batch, plan_patch, plan_spacing
 from .sampling import PatchSampler, augment
+from .validation import fill_unlabelled, split_cases, validate, window_count
 
 
 @dataclass
@@ -39,7 +40,7 @@ class FinetuneSettings:
     epochs: int | None = None
     minutes: float | None = None
     iterations_per_epoch: int = 50
-    batch_size: int = 2
+    batch_size: int | None = None         # patches per step; planned from the patch size when None
     optimizer: str = "adamw"
     lr: float | None = None
     schedule: str = "poly"
@@ -82,15 +83,20 @@ def default_workdir(case_files, name: str) -> Path:
     return Path(os.path.commonpath(paths)) / f"unimiss-finetune-{name}"
 
 
-def finetune(settings: FinetuneSettings, case_files, progress):
-    """Train, validate each epoch, checkpoint each epoch; returns the new ModelPackage (rank 0) or None.
+def finetune(settings: FinetuneSettings, case_files, progress, monitor_files=()):
+    """Train, validate, checkpoint each epoch; returns the new ModelPackage (rank 0) or None.
 
+    With --minutes the clock starts here: reading the cases, the base model's pseudo-labels, training and
+    validation all fit in the budget; the run stops within an epoch when the next step would not.
     The checkpoint lives in the work folder until the package is written; a run that stops early
     leaves it there for `--resume`, and a new run never overwrites it.
+    `monitor_files` (benchmarks): cases scored with the validation cases, never used to choose or stop,
+    their time not counted in the budget; their Dice is reported as `monitor_dice`.
     """
     from ..zoo import resolve_model
 
     check_settings(settings)
+    budget = Budget(settings.minutes)
     rank, world = init_distributed()
     s = settings
     pairs = [read_pair(f) for f in case_files]
@@ -117,17 +123,8 @@ def finetune(settings: FinetuneSettings, case_files, progress):
         class_names = class_names_of(pairs)
         labels = [dataclasses.replace(case_labels[n], value=i + 1) for i, n in enumerate(class_names)]
 
-    patch = tuple(base_package.patch_size) if base_package else tuple(
-        s.patch_size or ((32, 128, 128) if dimension == 3 else (256, 256)))
-    if base_package:
-        preprocessing = dict(base_package.preprocessing)
-    elif dimension == 3:
-        # Without a base model: the cases' median spacing unless one is asked for, as nnU-Net does.
-        spacing = s.spacing or np.median([image.spacing for image, *_ in pairs], axis=0).round(3).tolist()
-        preprocessing = {"spacing": list(spacing), "orientation": "LPS", "intensity": INTENSITY_PRESETS[s.intensity]}
-    else:
-        # Radiographs often carry no pixel spacing: the whole image is resized to the patch.
-        preprocessing = {"size": list(patch), "intensity": INTENSITY_PRESETS[s.intensity]}
+    preprocessing, patch, planned = _plan(s, base_package, dimension, pairs)
+    batch_size = s.batch_size or plan_batch(patch)
     name = s.name or (f"{base_package.name}-finetuned" if base_package else f"custom-{dimension}d")
     workdir = Path(s.workdir) if s.workdir is not None else default_workdir(case_files, name)
     checkpoint_path = workdir / CHECKPOINT
@@ -139,45 +136,70 @@ def finetune(settings: FinetuneSettings, case_files, progress):
         raise ValueError(f"{checkpoint_path}: an unfinished run left its checkpoint here; pass --resume to continue "
                          f"it, or delete {workdir} to start over")
     cases = [prepare_case(f, *p, class_names, preprocessing) for f, p in zip(case_files, pairs)]
+    monitor = [prepare_case(f, *read_pair(f), class_names, preprocessing) for f in monitor_files]
     num_classes = len(class_names) + 1
+    train_cases, val_cases, split_note = split_cases(cases, s.validation)
+    if rank == 0:
+        if planned:
+            progress.message(f"plan: {planned}, patch {'x'.join(map(str, patch))}, batch {batch_size}")
+        progress.message(split_note)
 
     torch.manual_seed(s.seed)  # the same initial weights on every rank and in every repeat of a run
     network, base_info = _build_network(s, base_package, dimension, num_classes, patch, progress, rank)
     device = resolve_device(s.device)
-    network.to(device).train()
+    network.to(device)
+    autocast = resolve_precision(s.precision, device, training=True)
+    infer_autocast = resolve_precision(s.precision, device)  # validation and pseudo-labels: inference's policy
+    base_val_dice = None
+    if base_package and not s.new_head:
+        filled = fill_unlabelled(network, train_cases, patch, num_classes, device, infer_autocast)
+        if rank == 0 and filled:
+            progress.message("not forgetting: " + "; ".join(
+                f"{case}: {', '.join(class_names[c - 1] for c in missing)}" for case, missing in filled.items())
+                + f" take {base_package.reference}'s predictions as targets (those cases do not label them)")
+        if rank == 0 and val_cases:
+            budget.validation_s = -time.monotonic()
+            base_val_dice = validate(network, val_cases, patch, class_names, device, infer_autocast)
+            budget.validation_s += time.monotonic()
+            progress.message(f"{base_package.reference} on the validation cases: "
+                             + ", ".join(f"{k} {v:.3f}" for k, v in base_val_dice.items()))
+    network.train()
     network.deep_supervision = True
     model = torch.nn.parallel.DistributedDataParallel(network) if world > 1 else network
 
-    n_val = 0 if len(cases) < 2 else (s.validation if s.validation is not None else max(1, round(len(cases) / 5)))
-    train_cases, val_cases = cases[: len(cases) - n_val], cases[len(cases) - n_val:]
-    if not val_cases and rank == 0:
-        progress.message("only one training case: no validation is possible, so no early stopping; training goes on")
     sampler = PatchSampler(train_cases, patch)
     loss_fn = DeepSupervisionLoss()
-    lr = s.lr or (1e-2 if s.optimizer == "sgd" else 3e-4)
-    optimizer = (torch.optim.SGD(model.parameters(), lr=lr, momentum=0.99, nesterov=True, weight_decay=3e-5)
-                 if s.optimizer == "sgd" else torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2))
-    autocast = resolve_precision(s.precision, device, training=True)
+    lr = s.lr or (1e-2 if s.optimizer == "sgd" else (3e-4 if s.base else 1e-3))
+    groups = _parameter_groups(network, s, base_package)
+    optimizer = (torch.optim.SGD(groups, lr=lr, momentum=0.99, nesterov=True, weight_decay=3e-5)
+                 if s.optimizer == "sgd" else torch.optim.AdamW(groups, lr=lr, weight_decay=1e-2))
+    head_warmup = HEAD_WARMUP if any(g["pretrained"] for g in groups) and any(not g["pretrained"] for g in groups) \
+        else 0.0
     max_epochs = s.epochs if s.epochs is not None else (10_000 if s.minutes else 50)
+    total_steps = max_epochs * s.iterations_per_epoch
 
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": []}
     run = {"dimension": dimension, "labels": class_names, "patch_size": list(patch), "preprocessing": preprocessing,
            "network": {"config": {k: v for k, v in network.config.to_dict().items() if not k.startswith("img_size")},
                        "num_classes": num_classes, "in_channels": network.in_channels},
            "base": str(s.base) if s.base else None, "optimizer": s.optimizer, "lr": lr, "schedule": s.schedule,
-           "iterations": s.iterations_per_epoch, "batch_size": s.batch_size, "seed": s.seed}
+           "iterations": s.iterations_per_epoch, "batch_size": batch_size, "seed": s.seed, "minutes": s.minutes}
     if s.resume:
         state, best_state = _resume(checkpoint_path, run, network, optimizer)
+        budget.start -= 60 * (state["history"][-1]["minutes"] if state["history"] else 0.0)
         if rank == 0:
             progress.message(f"resumed from {checkpoint_path} after epoch {state['epoch']}")
     else:
         best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
         if rank == 0:
             progress.message(f"work files (the checkpoint for --resume) go to {workdir}")
+    if val_cases and not budget.validation_s:  # until measured: a forward pass costs about a third of a step
+        budget.validation_s = sum(window_count(c.image.shape, patch) for c in val_cases) / 2 * 0.4
 
     saved_epoch = state["epoch"]
+    last_validation = budget.elapsed()
     try:
-        start = time.monotonic()
+        out_of_time = False
         for epoch in range(state["epoch"], max_epochs):
             epoch_start = time.monotonic()
             # Seeded per epoch (and rank), so a resumed run repeats an uninterrupted one exactly.
@@ -188,9 +210,21 @@ def finetune(settings: FinetuneSettings, case_files, progress):
             losses = []
             for it in range(s.iterations_per_epoch):
                 step = epoch * s.iterations_per_epoch + it
+                done = budget.progress() if s.minutes else step / total_steps
+                stop = not budget.room_for_step(bool(val_cases)) and (step > 0 or it > 0)
+                if world > 1:  # rank 0's clock decides, so every rank stops at the same step with the same rate
+                    flags = torch.tensor([float(stop), done], dtype=torch.float64, device=device)
+                    dist.broadcast(flags, 0)
+                    stop, done = bool(flags[0]), float(flags[1])
+                if stop:
+                    out_of_time = True
+                    break
+                tick = time.monotonic()
                 for group in optimizer.param_groups:
-                    group["lr"] = _schedule(s.schedule, lr, step, max_epochs * s.iterations_per_epoch)
-                images, targets = augment(*sampler.sample(s.batch_size, rng), generator)
+                    frozen = group["pretrained"] and done < head_warmup
+                    group["lr"] = 0.0 if frozen else group["scale"] * learning_rate(
+                        (done - head_warmup) / (1 - head_warmup) if group["pretrained"] else done, lr, s.schedule)
+                images, targets = augment(*sampler.sample(batch_size, rng), generator)
                 images, targets = images.to(device), targets.to(device)
                 with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                     outputs = model(images)
@@ -200,33 +234,58 @@ def finetune(settings: FinetuneSettings, case_files, progress):
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
                 optimizer.step()
                 losses.append(loss.item())
+                budget.step_s.append(time.monotonic() - tick)
                 if rank == 0:
                     progress.progress(f"epoch {epoch + 1}", it + 1, s.iterations_per_epoch)
+            if not losses:
+                break
             if not all(math.isfinite(v) for v in losses):
                 raise ValueError(f"the loss became {losses[-1]} in epoch {epoch + 1}; try a lower --lr")
-            val_dice = (_validate(network, val_cases, patch, class_names, device, autocast)
-                        if rank == 0 and val_cases else {})
-            score = float(np.mean(list(val_dice.values()))) if val_dice else -float(np.mean(losses))
+            last_epoch = out_of_time or epoch + 1 == max_epochs
+            due = not s.minutes or last_epoch or budget.elapsed() - last_validation >= 3 * budget.validation_s
+            val_dice, monitor_dice = {}, {}
+            if rank == 0 and val_cases and due:
+                tick = time.monotonic()
+                val_dice = validate(network, val_cases, patch, class_names, device, infer_autocast)
+                budget.validation_s = time.monotonic() - tick
+                last_validation = budget.elapsed()
+            if rank == 0 and monitor and (due or not val_cases):
+                tick = time.monotonic()
+                monitor_dice = validate(network, monitor, patch, class_names, device, infer_autocast)
+                budget.start += time.monotonic() - tick  # not the user's time: the clock pauses
             state["epoch"] = epoch + 1
-            if score > state["best_score"]:
-                state["best_score"], state["best_epoch"] = score, epoch + 1
-                best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
-            elapsed = time.monotonic() - start
-            state["history"].append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": val_dice,
-                                     "minutes": elapsed / 60})
-            stop = ((s.minutes and elapsed / 60 >= s.minutes)
-                    or (val_cases and epoch + 1 - state["best_epoch"] >= s.patience))
+            if val_cases and val_dice:
+                score = float(np.mean(list(val_dice.values())))
+                if score > state["best_score"]:
+                    state["best_score"], state["best_epoch"] = score, epoch + 1
+                    best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+            elif not val_cases:  # nothing scores the model: the last weights, at the end of the schedule
+                state["best_epoch"] = epoch + 1
+            elapsed = budget.elapsed()
+            entry = {"epoch": epoch + 1, "iterations": len(losses), "loss": float(np.mean(losses)),
+                     "val_dice": val_dice, "minutes": elapsed / 60}
+            if monitor_dice:
+                entry["monitor_dice"] = monitor_dice
+            state["history"].append(entry)
+            stop = out_of_time or bool(val_cases and epoch + 1 - state["best_epoch"] >= s.patience)
             remaining = (max_epochs - epoch - 1) * (time.monotonic() - epoch_start)
             if s.minutes:
-                remaining = min(remaining, max(0.0, s.minutes * 60 - elapsed))
+                remaining = min(remaining, budget.remaining())
             if rank == 0:
+                extra = {"base_val_dice": {k: round(v, 4) for k, v in base_val_dice.items()}} if base_val_dice else {}
+                if monitor_dice:
+                    extra["monitor_dice"] = {k: round(v, 4) for k, v in monitor_dice.items()}
                 progress.metric(epoch=epoch + 1, loss=round(float(np.mean(losses)), 5),
                                 val_dice={k: round(v, 4) for k, v in val_dice.items()},
-                                eta_s=round(0 if stop else remaining))
+                                eta_s=round(0 if stop else remaining), minutes=round(elapsed / 60, 3), **extra)
+                tick = time.monotonic()
                 _save_checkpoint(checkpoint_path, network, optimizer, state, best_state, run)
+                budget.save_s = max(2.0, 2 * (time.monotonic() - tick))
                 saved_epoch = epoch + 1
             if stop:
                 break
+        if not val_cases:
+            best_state = network.state_dict()
     except KeyboardInterrupt:
         if rank == 0:
             progress.message(f"stopped: {checkpoint_path} holds epoch {saved_epoch}; run the same command with "
@@ -238,11 +297,46 @@ def finetune(settings: FinetuneSettings, case_files, progress):
     if rank != 0:
         return None
     network.load_state_dict(best_state)
+    state["minutes"] = budget.elapsed() / 60
     package = _write_package(s, name, network, base_package, base_info, dimension, labels, preprocessing, patch,
-                             cases, train_cases, val_cases, state)
+                             cases, train_cases, val_cases, state, base_val_dice, split_note)
     checkpoint_path.unlink(missing_ok=True)  # the package holds the result; nothing is left to resume
     _remove_if_empty(workdir)
     return package
+
+
+def _plan(s: FinetuneSettings, base_package, dimension: int, pairs):
+    """(preprocessing, patch, what was planned from the data in words, or "")."""
+    if base_package:
+        return dict(base_package.preprocessing), tuple(base_package.patch_size), ""
+    intensity = INTENSITY_PRESETS[s.intensity]
+    if dimension == 2:  # radiographs often carry no pixel spacing: the whole image is resized to the patch
+        patch = tuple(s.patch_size or (256, 256))
+        return {"size": list(patch), "intensity": intensity}, patch, ""
+    spacings = [image.spacing for image, *_ in pairs]
+    shapes = [image.array.shape for image, *_ in pairs]
+    spacing = list(s.spacing) if s.spacing else plan_spacing(spacings, shapes)
+    working = [tuple(n * a / b for n, a, b in zip(shape, sp[::-1], spacing[::-1])) for shape, sp in zip(shapes, spacings)]
+    patch = tuple(s.patch_size) if s.patch_size else plan_patch(working, 3)
+    planned = ", ".join(([] if s.spacing else [f"spacing {' x '.join(f'{v:g}' for v in spacing)} mm"])
+                        + ([] if s.patch_size else ["patch from the median case"]))
+    return {"spacing": spacing, "orientation": "LPS", "intensity": intensity}, patch, planned
+
+
+def _parameter_groups(network, s: FinetuneSettings, base_package) -> list[dict]:
+    """Pretrained layers learn at lower rates (encoder 0.1, decoder 0.3 of the peak) and, when new layers
+    are added, wait until those have warmed up; new layers learn at the peak rate."""
+    from_package = base_package is not None
+    new_head = from_package and (s.new_head or base_package.meta["network"]["num_classes"] != network.num_classes)
+    groups = {}
+    for key, parameter in network.named_parameters():
+        head = key.startswith(("aux_heads.", "classifier."))
+        part = "encoder" if key.startswith("encoder.") else "head" if head else "decoder"
+        pretrained = (from_package and not (head and new_head)) or (bool(s.base) and part == "encoder")
+        scale = {"encoder": 0.1, "decoder": 0.3, "head": 1.0}[part] if pretrained else 1.0
+        groups.setdefault((part, pretrained), {"params": [], "scale": scale, "pretrained": pretrained})
+        groups[(part, pretrained)]["params"].append(parameter)
+    return list(groups.values())
 
 
 def _check_outputs(workdir: Path, name: str) -> None:
@@ -322,44 +416,24 @@ def _build_network(s, base_package, dimension, num_classes, patch, progress, ran
     return network, {"base_model": None}
 
 
-def _schedule(kind, lr, step, total):
-    t = min(step / max(total, 1), 1.0)
-    return lr * (1 - t) ** 0.9 if kind == "poly" else lr * 0.5 * (1 + math.cos(math.pi * t))
-
-
-@torch.no_grad()
-def _validate(network, cases, patch, class_names, device, autocast) -> dict:
-    network.eval()
-    scores = {name: [] for name in class_names}
-
-    def predict(batch):
-        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-            return torch.softmax(network(batch.to(device)).float(), dim=1)
-
-    for case in cases:
-        probs = sliding_window(predict, torch.from_numpy(case.image)[None], patch, len(class_names) + 1, 0.25, 2)
-        for name, d in zip(class_names, dice_per_class(probs.argmax(0).cpu(), torch.from_numpy(case.label),
-                                                       len(class_names) + 1)):
-            if d is not None:
-                scores[name].append(d)
-    network.train()
-    return {name: float(np.mean(v)) for name, v in scores.items() if v}
-
-
 def _save_checkpoint(path: Path, network, optimizer, state, best_state, run):
     save_checkpoint_file({"model": network.state_dict(), "optimizer": optimizer.state_dict(),
                           "best_model": best_state, **state, "run": run}, path)
 
 
 def _write_package(s, name, network, base_package, base_info, dimension, labels, preprocessing, patch, cases,
-                   train_cases, val_cases, state):
+                   train_cases, val_cases, state, base_val_dice, split_note):
     from ..zoo import next_version, save_package, user_models_dir
 
     version = next_version(name)
     best = next((h for h in state["history"] if h["epoch"] == state["best_epoch"]), state["history"][-1])
+    names = [c.name for c in cases]
+    origin = f"Fine-tuned from {base_package.reference}" if base_package else "Trained"
     meta = {
         "schema_version": 1, "name": name, "version": version, "task": "segmentation",
-        "description": f"Fine-tuned on {len(cases)} local cases ({', '.join(l.name for l in labels)}).",
+        "description": f"{origin} on {len(cases)} local case{'s' if len(cases) > 1 else ''} "
+                       f"({', '.join(names[:8])}{', ...' if len(names) > 8 else ''}): "
+                       f"{', '.join(l.name for l in labels)}.",
         "dimension": dimension,
         "modality": base_package.meta.get("modality", "CT" if dimension == 3 else "CR/DX") if base_package
         else ("CT" if dimension == 3 else "CR/DX"),
@@ -371,11 +445,18 @@ def _write_package(s, name, network, base_package, base_info, dimension, labels,
         "provenance": {
             "training_data": [{"case": c.name, "sha256": c.sha256, "role": "validation" if c in val_cases
                                else "training"} for c in cases],
+            "validation": split_note,
             "command": s.command or " ".join(sys.argv), "date": datetime.date.today().isoformat(), "seed": s.seed,
             **base_info, "epochs": state["epoch"], "best_epoch": state["best_epoch"],
+            "iterations": sum(h.get("iterations", s.iterations_per_epoch) for h in state["history"]),
+            "minutes": round(state["minutes"], 3), "budget_minutes": s.minutes,
         },
         "metrics": {"val_dice": best["val_dice"], "history": state["history"],
-                    "description": "Dice per class on the held-out cases at the best epoch" if val_cases
-                    else "no validation case"},
+                    "description": (f"Dice per class on the validation case{'s' if len(val_cases) > 1 else ''} "
+                                    f"({', '.join(c.name for c in val_cases)}) at the best epoch; a class absent "
+                                    "from both the prediction and the reference is not scored") if val_cases
+                    else "no validation case: " + split_note},
     }
+    if base_val_dice:
+        meta["metrics"]["base_val_dice"] = base_val_dice
     return save_package(user_models_dir() / f"{name}-{version}", meta, network.state_dict(), dtype="float32")

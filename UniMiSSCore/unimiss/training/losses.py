@@ -7,11 +7,14 @@ from monai.losses import DiceCELoss
 
 
 class DeepSupervisionLoss(torch.nn.Module):
-    """MONAI's DiceCELoss on the full-resolution logits and, with halving weights, on each coarser output."""
+    """MONAI's DiceCELoss on the full-resolution logits and, with halving weights, on each coarser output.
+
+    Dice over the whole batch (nnU-Net's batch Dice): a class absent from one patch is not scored alone there.
+    """
 
     def __init__(self):
         super().__init__()
-        self.dice_ce = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
 
     def forward(self, outputs, target: torch.Tensor) -> torch.Tensor:
         if torch.is_tensor(outputs):
@@ -27,10 +30,9 @@ class DeepSupervisionLoss(torch.nn.Module):
 
 
 def dice_per_class(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> list[float | None]:
-    """Dice of classes 1..num_classes-1 between two label tensors (None where both are empty)."""
-    scores = []
-    for c in range(1, num_classes):
-        p, t = pred == c, target == c
-        denom = int(p.sum()) + int(t.sum())
-        scores.append(2 * int((p & t).sum()) / denom if denom else None)
-    return scores
+    """Dice of classes 1..num_classes-1 between two label tensors; None where both are empty (not scored)."""
+    counts = torch.bincount(pred.reshape(-1).long() * num_classes + target.reshape(-1).long(),
+                            minlength=num_classes * num_classes).view(num_classes, num_classes)
+    both, in_pred, in_target = counts.diagonal(), counts.sum(1), counts.sum(0)
+    return [2 * int(both[c]) / int(in_pred[c] + in_target[c]) if int(in_pred[c] + in_target[c]) else None
+            for c in range(1, num_classes)]

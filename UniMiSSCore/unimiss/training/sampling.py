@@ -1,4 +1,4 @@
-"""Random training patches with foreground oversampling, and augmentation generic in 2D/3D."""
+"""Random training patches, foreground- and class-balanced, and augmentation generic in 2D/3D."""
 from __future__ import annotations
 
 import math
@@ -9,27 +9,32 @@ import torch.nn.functional as F
 
 
 class PatchSampler:
-    """Draws (image, label) patches; a share of them is centred on a foreground voxel of a random class."""
+    """Draws (image, label) patches. A share of them contains a voxel of a class drawn uniformly among the
+    classes the cases hold, from a case that holds it, so rare classes (kidneys, aorta) are seen as often as
+    the liver; that voxel lies anywhere in the central half of the patch, not always at its centre."""
 
-    def __init__(self, cases, patch_size, foreground_fraction: float = 0.5):
+    def __init__(self, cases, patch_size, foreground_fraction: float = 0.67):
         self.cases = cases
         self.patch = tuple(patch_size)
         self.foreground_fraction = foreground_fraction
-        # Voxel indices of each class, per case, for foreground-centred patches.
-        self.foreground = [{int(c): np.flatnonzero(case.label == c) for c in np.unique(case.label) if c != 0}
-                           for case in cases]
+        self.voxels = [{int(c): np.flatnonzero(case.label == c) for c in np.unique(case.label) if c != 0}
+                       for case in cases]
+        self.classes = sorted(set().union(*self.voxels)) if self.voxels else []
 
     def sample(self, batch_size: int, rng: np.random.Generator):
         images, labels = [], []
         for _ in range(batch_size):
-            i = int(rng.integers(len(self.cases)))
-            case, fg = self.cases[i], self.foreground[i]
-            shape = case.label.shape
-            if fg and rng.random() < self.foreground_fraction:
-                voxels = fg[list(fg)[int(rng.integers(len(fg)))]]
-                centre = np.unravel_index(int(voxels[rng.integers(len(voxels))]), shape)
+            if self.classes and rng.random() < self.foreground_fraction:
+                cls = self.classes[int(rng.integers(len(self.classes)))]
+                holders = [i for i, v in enumerate(self.voxels) if cls in v]
+                i = holders[int(rng.integers(len(holders)))]
+                voxels = self.voxels[i][cls]
+                voxel = np.unravel_index(int(voxels[rng.integers(len(voxels))]), self.cases[i].label.shape)
+                centre = [int(v) + int(rng.integers(-(p // 4), p // 4 + 1)) for v, p in zip(voxel, self.patch)]
             else:
-                centre = [int(rng.integers(s)) for s in shape]
+                i = int(rng.integers(len(self.cases)))
+                centre = [int(rng.integers(s)) for s in self.cases[i].label.shape]
+            case = self.cases[i]
             images.append(crop(case.image, centre, self.patch, float(case.image.min())))
             labels.append(crop(case.label, centre, self.patch, 0))
         return torch.from_numpy(np.stack(images))[:, None], torch.from_numpy(np.stack(labels)).long()
@@ -42,33 +47,58 @@ def crop(array: np.ndarray, centre, patch, fill) -> np.ndarray:
     for c, p, s in zip(centre, patch, array.shape):
         start = int(c) - p // 2
         lo, hi = max(start, 0), min(start + p, s)
+        if hi <= lo:
+            return out
         src.append(slice(lo, hi))
         dst.append(slice(lo - start, hi - start))
     out[tuple(dst)] = array[tuple(src)]
     return out
 
 
-def augment(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, p_spatial: float = 0.3):
-    """Random rotation (in-plane, +-15 degrees) and scaling (0.85-1.15), intensity scale, shift and noise.
+def augment(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, p_spatial: float = 0.5):
+    """Per patch: rotation (+-20 degrees in the slice plane, +-8 out of it in 3D) and scaling (0.8-1.25) with
+    probability `p_spatial`; then brightness, contrast, gamma and noise, as nnU-Net does, at the cost of
+    one resampling of the batch.
 
     No mirroring: left and right structures carry different labels.
     """
     b, nd = images.shape[0], images.ndim - 2
-    rand = lambda *shape: torch.rand(*shape, generator=generator)
-    if float(rand(1)) < p_spatial:
-        angle = (rand(b) * 2 - 1) * math.radians(15)
-        scale = 0.85 + rand(b) * 0.3
-        # affine_grid's coordinates are (x, y[, z]): rotate in the (x, y) plane, the plane of a CT slice.
-        theta = torch.zeros(b, nd, nd + 1)
-        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
-        if nd == 3:
-            theta[:, 2, 2] = 1 / scale
+    rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    spatial = rand(b) < p_spatial
+    if spatial.any():
+        # affine_grid's coordinates are (x, y[, z]): the main rotation is in the (x, y) plane, a CT slice.
+        theta = torch.eye(nd, nd + 1).repeat(b, 1, 1)
+        rotation = _rotation(nd, (rand(b, 3) * 2 - 1) * torch.tensor([math.radians(20), math.radians(8),
+                                                                     math.radians(8)]))
+        scale = torch.exp((rand(b) * 2 - 1) * math.log(1.25))
+        theta[:, :, :nd] = rotation / scale[:, None, None]
+        theta[~spatial] = torch.eye(nd, nd + 1)
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
         labels = F.grid_sample(labels[:, None].float(), grid, mode="nearest", align_corners=False)[:, 0].long()
     shape = (b,) + (1,) * (images.ndim - 1)
-    images = images * (0.9 + 0.2 * rand(shape)) + (rand(shape) - 0.5) * 0.2
-    images = images + torch.randn(images.shape, generator=generator) * 0.05 * rand(shape)
-    return images, labels
+    mean = images.mean(dim=tuple(range(1, images.ndim)), keepdim=True)
+    images = (images - mean) * (0.75 + 0.5 * rand(shape)) + mean            # contrast
+    images = images * (0.9 + 0.2 * rand(shape)) + (rand(shape) - 0.5) * 0.2  # brightness
+    low = images.amin(dim=tuple(range(1, images.ndim)), keepdim=True)
+    high = images.amax(dim=tuple(range(1, images.ndim)), keepdim=True)
+    span = (high - low).clamp_min(1e-6)
+    gamma = torch.exp((rand(shape) * 2 - 1) * math.log(1.5)) ** (rand(shape) < 0.3).float()
+    images = ((images - low) / span) ** gamma * span + low
+    images = images + torch.randn(images.shape, generator=generator) * 0.05 * rand(shape) * (rand(shape) < 0.3)
+    return images.contiguous(), labels
 
+
+def _rotation(nd: int, angles: torch.Tensor) -> torch.Tensor:
+    """(b, nd, nd) rotation matrices: in-plane angle angles[:, 0]; in 3D also about the two in-plane axes."""
+    b = angles.shape[0]
+    c, s = torch.cos(angles), torch.sin(angles)
+    z = torch.zeros(b)
+    o = torch.ones(b)
+    in_plane = torch.stack([c[:, 0], -s[:, 0], s[:, 0], c[:, 0]], 1).view(b, 2, 2)
+    if nd == 2:
+        return in_plane
+    rz = torch.stack([c[:, 0], -s[:, 0], z, s[:, 0], c[:, 0], z, z, z, o], 1).view(b, 3, 3)
+    rx = torch.stack([o, z, z, z, c[:, 1], -s[:, 1], z, s[:, 1], c[:, 1]], 1).view(b, 3, 3)
+    ry = torch.stack([c[:, 2], z, s[:, 2], z, o, z, -s[:, 2], z, c[:, 2]], 1).view(b, 3, 3)
+    return rz @ rx @ ry
