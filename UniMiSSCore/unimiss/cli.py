@@ -273,6 +273,8 @@ NIfTI/NRRD labelmap: CASE.ctbl, CASE.json, dataset.json). The last --validation 
 scored (Dice per class) after each epoch; the best epoch's weights become a new user model package,
 NAME@VERSION (`unimiss models list`), usable with `unimiss segment --model NAME`.
 Without --epochs or --minutes it trains 50 epochs; with --minutes alone, until the budget is spent.
+From a base model package, classes a case does not label are learnt from the base model's own
+predictions on it, so fine-tuning on a few classes keeps the others.
 """
 
 
@@ -328,27 +330,33 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--new-head", action="store_true", help="train the base model on a new label set")
     ft.add_argument("--name", help="name of the new model package (default: BASE-finetuned, or custom-3d / custom-2d)")
     ft.add_argument("--patch-size", type=int, nargs="+",
-                    help="network input, (z y x) or (y x) (default: the base package's, else 32 128 128 or 256 256)")
+                    help="network input, (z y x) or (y x) (default: the base package's, else planned from the "
+                         "median case in 3D, 256 256 in 2D)")
     ft.add_argument("--spacing", type=float, nargs="+",
-                    help="3D working spacing in mm, (x y z) (default: the base package's, else the cases' median); "
+                    help="3D working spacing in mm, (x y z) (default: the base package's, else the cases' median, "
+                         "coarsened until the median case spans about six patches); "
                          "radiographs are resized to the patch instead")
     ft.add_argument("--intensity", default="ct", choices=["ct", "zscore", "percentile"],
                     help="intensity normalisation without a base package: ct clips to -1000..1000 HU, zscore per "
                          "image, percentile scales the 0.5-99.5 percentiles (for radiographs)")
     ft.add_argument("--epochs", type=int, help="at most this many epochs (default: 50, or unlimited with --minutes)")
     ft.add_argument("--minutes", type=float,
-                    help="time budget; stops after the epoch that passes it (default: no budget)")
+                    help="time budget for the whole run (preparation, training, validation): the learning-rate "
+                         "schedule spans it and the run stops on time, within an epoch (default: no budget)")
     ft.add_argument("--iterations", type=int, default=50, help="training iterations (batches) per epoch")
-    ft.add_argument("--batch-size", type=int, default=2, help="patches per iteration (per process under torchrun)")
+    ft.add_argument("--batch-size", type=int,
+                    help="patches per iteration, per process under torchrun (default: from the patch size, "
+                         "2 for 3D patches of 64x96x96, 8 for 2D patches of 256x256)")
     ft.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"],
                     help="adamw (weight decay 0.01) or sgd (Nesterov momentum 0.99, as nnU-Net)")
-    ft.add_argument("--lr", type=float, help="peak learning rate (default: 3e-4 for adamw, 1e-2 for sgd)")
+    ft.add_argument("--lr", type=float, help="peak learning rate (default: adamw 1e-3 from scratch, 3e-4 from a "
+                                             "base, pretrained layers lower; sgd 1e-2)")
     ft.add_argument("--schedule", default="poly", choices=["poly", "cosine"],
                     help="learning-rate decay over the planned iterations")
     ft.add_argument("--seed", type=int, default=0, help="random seed of sampling, augmentation and initialisation")
     ft.add_argument("--validation", type=int,
                     help="how many cases (the last ones) are held out for validation "
-                         "(default: a fifth, at least one; none with a single case)")
+                         "(default: a fifth, at least one; none with fewer than three cases: all train)")
     ft.add_argument("--patience", type=int, default=20,
                     help="early stopping: epochs without a better validation Dice")
     ft.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
