@@ -122,3 +122,47 @@ def test_classification_head_on_the_class_token():
     model = MiTClassifier(MiT("compact", spatial_dims=(3,)), num_classes=2).eval()
     with torch.inference_mode():
         assert model(torch.randn(3, 1, 16, 64, 64)).shape == (3, 2)
+
+
+def bf16_forward(net, x):
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return net(x).float()
+
+
+@pytest.mark.parametrize("spatial_dims, size", [(3, (16, 64, 64)), (2, (64, 64))])
+def test_weights_stored_in_bf16_give_the_same_output_as_autocast(spatial_dims, size):
+    import copy
+
+    from unimiss.models.layers import cast_for_inference
+
+    net = MiTSegmentation("compact", 3, spatial_dims).eval()
+    x = torch.randn(1, 1 if spatial_dims == 3 else 3, *size)
+    cast = cast_for_inference(copy.deepcopy(net), torch.bfloat16)
+    assert cast.decoder.stages[0].blocks[0].mlp.fc1.weight.dtype == torch.bfloat16
+    assert cast.decoder.stages[0].blocks[0].norm1.weight.dtype == torch.float32  # norms stay fp32
+    assert torch.equal(bf16_forward(cast, x), bf16_forward(net, x))
+
+
+def test_few_channel_stem_in_fp32_where_the_cpu_policy_says_so(monkeypatch):
+    import copy
+
+    from unimiss import cpu
+    from unimiss.models.layers import cast_for_inference
+
+    net = MiTSegmentation("compact", 3, 3).eval()
+    x = torch.randn(1, 1, 16, 64, 64)
+    stem = net.encoder.stem.branch(3)
+    seen = []
+    stem.norm.register_forward_hook(lambda m, inp, out: seen.append(inp[0].dtype))
+    monkeypatch.setattr(cpu, "fp32_few_channel_convs", lambda: True)
+    cast = cast_for_inference(copy.deepcopy(net), torch.bfloat16)
+    assert cast.encoder.stem.branch(3).conv.weight.dtype == torch.float32
+    assert cast.encoder.stages[0].embed.branch(3).conv.weight.dtype == torch.bfloat16
+    out = bf16_forward(net, x)
+    assert seen == [torch.float32]
+    with torch.inference_mode():
+        reference = net(x)
+    assert (out.argmax(1) == reference.argmax(1)).float().mean() > 0.95
+    monkeypatch.setattr(cpu, "fp32_few_channel_convs", lambda: False)
+    bf16_forward(net, x)
+    assert seen[-1] == torch.bfloat16

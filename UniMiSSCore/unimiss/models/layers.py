@@ -46,6 +46,9 @@ def to_map(tokens: torch.Tensor, grid) -> torch.Tensor:
     return tokens.reshape(b, *grid, c).permute(0, nd + 1, *range(1, nd + 1))
 
 
+FEW_CHANNELS = 4  # convolutions with fewer input channels may run in fp32 under autocast (unimiss.cpu)
+
+
 class ConvNormAct(nn.Sequential):
     """Convolution (no bias), normalisation, LeakyReLU: the CNN unit of the MiT stems."""
 
@@ -54,6 +57,40 @@ class ConvNormAct(nn.Sequential):
         self.conv = conv(spatial_dims, in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=False)
         self.norm = norm(norm_kind, spatial_dims, out_ch)
         self.nonlin = nn.LeakyReLU(negative_slope=1e-2, inplace=True)
+
+    def forward(self, x):
+        if fp32_under_autocast(self.conv, x):
+            with torch.autocast(x.device.type, enabled=False):
+                x = self.conv(x.float())
+        else:
+            x = self.conv(x)
+        return self.nonlin(self.norm(x))
+
+
+def fp32_under_autocast(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether this convolution runs in fp32 although bf16 autocast is on: one with few input channels,
+    on a CPU whose bf16 kernels are slow for it (see unimiss.cpu)."""
+    if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu") or module.in_channels >= FEW_CHANNELS:
+        return False
+    from .. import cpu
+
+    return cpu.fp32_few_channel_convs()
+
+
+def cast_for_inference(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Store the weights and biases of linear and convolution layers in `dtype` (in place), for inference
+    under autocast to that dtype: autocast would otherwise cast them again at every call. Outputs are
+    unchanged, since autocast computes these layers in `dtype` anyway. Norms, positional embeddings and
+    the convolutions that `fp32_under_autocast` keeps in fp32 keep their fp32 parameters."""
+    layers = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+    probe = torch.empty(0)
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+        for m in model.modules():
+            if not isinstance(m, layers) or (isinstance(m, nn.modules.conv._ConvNd) and fp32_under_autocast(m, probe)):
+                continue
+            for p in m.parameters(recurse=False):
+                p.data = p.data.to(dtype)
+    return model
 
 
 class Switchable(nn.Module):
@@ -164,28 +201,10 @@ class Attention(nn.Module):
         else:
             kv_in = x
         k, v = self.kv(kv_in).reshape(b, -1, 2, h, c // h).permute(2, 0, 3, 1, 4)
-        if q.device.type == "cpu" and q.dtype == torch.bfloat16 and not torch.is_grad_enabled():
-            out = chunked_attention(q, k, v)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v)
+        # The fused CPU kernel: 3-5x faster in bf16 than softmax over plain matrix products by query blocks
+        # on the MiT-small shapes (Testing/benchmarks/bench_mit.py, AMD EPYC), and it computes in fp32 inside.
+        out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
-
-
-def chunked_attention(q, k, v, max_scores: int = 1 << 21):
-    """Softmax attention by blocks of queries with plain matrix products.
-
-    For CPU inference in bfloat16: with the few keys that spatial reduction
-    leaves, this runs about twice as fast as the CPU kernel of
-    scaled_dot_product_attention (Testing/benchmarks/bench_mit.py).
-    """
-    n, m = q.shape[-2], k.shape[-2]
-    chunk = max(1, max_scores // max(1, m * q.shape[0] * q.shape[1]))
-    kt = k.transpose(-1, -2) * q.shape[-1] ** -0.5
-    out = torch.empty_like(q)
-    for start in range(0, n, chunk):
-        scores = torch.matmul(q[..., start:start + chunk, :], kt)
-        torch.matmul(scores.softmax(dim=-1), v, out=out[..., start:start + chunk, :])
-    return out
 
 
 class Mlp(nn.Sequential):
