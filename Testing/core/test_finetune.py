@@ -65,6 +65,8 @@ def test_from_scratch_registers_a_versioned_package_that_segments(cases, tmp_pat
     assert [l["name"] for l in meta["labels"]] == ORGANS
     roles = [c["role"] for c in meta["provenance"]["training_data"]]
     assert roles == ["training", "training", "validation"]
+    # No silent hold-out: the run says which case validates, and why.
+    assert any(e["text"].startswith("validation: case2 (the last 1 of 3 cases") for e in events(proc, "message"))
     assert all(len(c["sha256"]) == 64 for c in meta["provenance"]["training_data"])
     assert "finetune" in meta["provenance"]["command"] and meta["provenance"]["base_model"] is None
     # The same name again: a new version beside the first.
@@ -147,7 +149,7 @@ def test_bad_training_inputs(cases, tmp_path):
 
 
 def test_killed_and_resumed_run_ends_with_the_same_weights(cases, tmp_path):
-    args = [*pairs(cases), *FAST, "--epochs", "3", "--iterations", "3", "--patience", "100"]
+    args = [*pairs(cases), *FAST, "--epochs", "2", "--iterations", "3", "--patience", "100"]
     straight = run([*args, "--name", "straight"], tmp_path / "h1", tmp_path / "w1")
     assert straight.returncode == 0, straight.stderr
     env = {**os.environ, "UNIMISS_HOME": str(tmp_path / "h2"), "OMP_NUM_THREADS": "2"}
@@ -155,7 +157,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(cases, tmp_path):
            str(tmp_path / "w2")]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in proc.stdout:
-        if '"event": "progress", "stage": "epoch 2", "done": 2' in line:  # mid-way through epoch 2
+        if '"event": "progress", "stage": "epoch 2", "done": 1' in line:  # in the last epoch, after epoch 1's checkpoint
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait(timeout=60)
@@ -209,3 +211,94 @@ def test_decathlon_folder_and_csv(cases, tmp_path):
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((tmp_path / "home" / "models" / "from-csv-1.0.0" / "model.json").read_text())
     assert [l["name"] for l in meta["labels"]] == ORGANS
+
+
+def test_budget_ends_the_run_on_time_within_the_epoch(cases, tmp_path):
+    # An epoch of 10,000 iterations could never end in half a minute: the run stops inside it, validates
+    # once more and saves, all within the budget. The slack allowed is what the run itself measured for
+    # one step and one validation (a shared CPU can make either slower than forecast), not a guess at wall time.
+    budget = 0.5
+    assert FAST[:2] == ["--epochs", "2"]
+    proc = run([*pairs(cases), *FAST[2:], "--minutes", str(budget), "--iterations", "10000", "--name", "timed"],
+               tmp_path / "home", tmp_path / "w")
+    assert proc.returncode == 0, proc.stderr
+    metrics = events(proc, "metric")
+    assert [m["epoch"] for m in metrics] == [1] and metrics[0]["val_dice"] and metrics[0]["eta_s"] == 0
+    provenance = json.loads((tmp_path / "home" / "models" / "timed-1.0.0" / "model.json").read_text())["provenance"]
+    assert 1 <= provenance["iterations"] < 10000 and provenance["budget_minutes"] == budget
+    slack_min = (provenance["slowest_step_s"] + provenance["validation_s"]) / 60
+    assert metrics[-1]["minutes"] <= provenance["minutes"] <= budget + slack_min, provenance
+
+
+def test_fewer_than_three_cases_all_train_and_are_named(cases, tmp_path):
+    # Cases as users keep them: one folder per patient, the image called image.nrrd.
+    files = []
+    for patient, (image, labels) in zip(("anna", "ben"), cases):
+        (tmp_path / patient).mkdir()
+        (tmp_path / patient / "image.nrrd").symlink_to(image)
+        (tmp_path / patient / "labels.seg.nrrd").symlink_to(labels)
+        files.append((tmp_path / patient / "image.nrrd", tmp_path / patient / "labels.seg.nrrd"))
+    proc = run([*pairs(files), *FAST, "--epochs", "1", "--name", "two"], tmp_path / "home", tmp_path / "w")
+    assert proc.returncode == 0, proc.stderr
+    assert any(e["text"].startswith("all 2 cases train (anna, ben): with fewer than three cases none is held out")
+               for e in events(proc, "message"))
+    meta = json.loads((tmp_path / "home" / "models" / "two-1.0.0" / "model.json").read_text())
+    assert [(c["case"], c["role"]) for c in meta["provenance"]["training_data"]] == [("anna", "training"),
+                                                                                   ("ben", "training")]
+    assert "anna, ben" in meta["description"] and "image" not in meta["description"]
+
+
+def test_classes_absent_from_prediction_and_reference_are_not_scored():
+    from unimiss.training.cases import TrainingCase
+    from unimiss.training.validation import validate
+
+    # A real (1x1 convolution) network: class 1 where the intensity is above 0.5, class 2 never.
+    network = torch.nn.Conv3d(1, 3, 1)
+    with torch.no_grad():
+        network.weight.copy_(torch.tensor([0.0, 10.0, 0.0]).view(3, 1, 1, 1, 1))
+        network.bias.copy_(torch.tensor([0.0, -5.0, -100.0]))
+    image = np.zeros((16, 32, 32), np.float32)
+    image[4:12, 8:24, 8:24] = 1
+    label = (image > 0.5).astype(np.uint8)
+    case = TrainingCase("c", image, label, "", frozenset({1, 2}))
+    assert validate(network, [case], (16, 32, 32), ["a", "b"], torch.device("cpu"), None) == {"a": 1.0}
+    # Where the case does not declare a class, its prediction there is not scored against "no label".
+    undeclared = TrainingCase("d", image, np.zeros_like(label), "", frozenset({2}))
+    assert validate(network, [undeclared], (16, 32, 32), ["a", "b"], torch.device("cpu"), None) == {}
+
+
+def test_fine_tuning_one_class_keeps_the_base_models_other_classes(tmp_path):
+    """The built-in CT model fine-tuned on a ts-abdomen crop where only the left kidney is labelled, with a
+    rate high enough to forget: liver and spleen, which the user did not label, survive."""
+    from unimiss.inference.predictor import Predictor
+    from unimiss.zoo import resolve_model
+
+    src = DATA / "ct" / "ts-abdomen"
+    names = {v: int(k) for k, v in json.loads((src / "labels.json").read_text())["labels"].items()}
+    image, labels = read_image(src / "image.nii.gz"), read_image(src / "labels.nii.gz")
+    z0, z1 = 50, 90  # liver, spleen and kidneys
+    direction = np.reshape(image.direction, (3, 3))
+    origin = tuple(np.array(image.origin) + direction @ np.array([0, 0, z0 * image.spacing[2]]))
+    crop = ImageData(image.array[z0:z1], image.spacing, origin, image.direction)
+    reference = labels.array[z0:z1]
+    sitk.WriteImage(crop.to_sitk(), str(tmp_path / "crop.nrrd"))
+    write_labelmap(crop.with_array((reference == names["kidney_left"]).astype(np.uint8)),
+                   tmp_path / "kidney.seg.nrrd", [Label(1, "kidney_left")])
+    proc = run(["--images", tmp_path / "crop.nrrd", "--labels", tmp_path / "kidney.seg.nrrd", "--base",
+                "ct-organs-compact", "--epochs", "1", "--iterations", "12", "--batch-size", "1", "--lr", "3e-3",
+                "--precision", "fp32", "--progress", "jsonl", "--name", "kidney"], tmp_path / "home", tmp_path / "w")
+    assert proc.returncode == 0, proc.stderr
+    message = " ".join(e["text"] for e in events(proc, "message"))
+    assert "not forgetting: crop: liver, spleen," in message
+
+    def dice(package, organ):
+        pred = Predictor(package, precision="fp32").predict(crop).array
+        value = next(l.value for l in package.labels if l.name == organ)
+        p, r = pred == value, reference == names[organ]
+        return 2 * (p & r).sum() / (p.sum() + r.sum())
+
+    os.environ["UNIMISS_HOME"] = str(tmp_path / "home")
+    base, tuned = resolve_model("ct-organs-compact"), resolve_model("kidney")
+    for organ in ("liver", "spleen"):
+        before = dice(base, organ)
+        assert before > 0.5 and dice(tuned, organ) >= before - 0.05, organ
