@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("UNIMISS_TEST_DATA") or REPO.parent / "shared").expanduser().resolve()
 DATA = SHARED / "data"
 REFERENCE = Path(__file__).resolve().parent / "reference" / "official-unimiss"
+REFERENCE_PLUS = REFERENCE.parent / "official-unimissplus"
 # What the tests read from the kit; a kit missing any of these is reported before collection.
 KIT_FILES = (*(f"ct/{case}/{name}" for case in ("lidc-idri-0001", "ts-abdomen")
                 for name in ("image.nii.gz", "labels.nii.gz", "labels.json")),
@@ -51,6 +52,17 @@ def deterministic_weights(keys: dict) -> dict:
 def official_keys(name: str) -> dict:
     """`pretrain_keys.json` or `seg3d_keys.json` as a dict."""
     return json.loads((REFERENCE / name).read_text())
+
+
+def plus_reference(network: str) -> dict:
+    """One network's UniMiSS+ reference entry (`pretrain`, `seg2d`, `seg3d`, `cls2d`), its inputs drawn again
+    from their seed (see Testing/reference/official-unimissplus/README.md) and its `keys` JSON added."""
+    entry = dict(torch.load(REFERENCE_PLUS / "vectors.pt", weights_only=True)[network])
+    torch.manual_seed(entry["config"]["input_seed"])
+    for name, shape in entry["inputs"]:
+        entry[name] = torch.randn(shape)
+    entry["keys"] = json.loads((REFERENCE_PLUS / f"{network}_keys.json").read_text())
+    return entry
 
 
 def make_package(root, name, dimension, labels, preprocessing, patch, seed=0, default=False, config="compact"):

@@ -177,10 +177,11 @@ class Attention(nn.Module):
     """Multi-head attention whose keys and values come from a spatially reduced grid.
 
     The reduction convolution is switchable (2D and 3D); queries, keys, values,
-    output projection and the reduction's LayerNorm are shared.
+    output projection and the reduction's LayerNorm are shared. With `depthwise_sr`
+    the reduction convolves each channel on its own (MiT+), not all channels together (MiT).
     """
 
-    def __init__(self, dim, num_heads, sr_ratio, spatial_dims, qkv_bias):
+    def __init__(self, dim, num_heads, sr_ratio, spatial_dims, qkv_bias, depthwise_sr=False):
         super().__init__()
         self.num_heads = num_heads
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
@@ -188,7 +189,8 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.sr_ratio = sr_ratio
         if sr_ratio > 1:
-            self.sr = Switchable({d: conv(d, dim, dim, sr_ratio, stride=sr_ratio) for d in spatial_dims})
+            groups = dim if depthwise_sr else 1
+            self.sr = Switchable({d: conv(d, dim, dim, sr_ratio, stride=sr_ratio, groups=groups) for d in spatial_dims})
             self.norm = nn.LayerNorm(dim)
 
     def forward(self, x, grid, num_prefix: int):
@@ -232,10 +234,11 @@ class DropPath(nn.Module):
 class Block(nn.Module):
     """Pre-norm Transformer block with spatial-reduction attention."""
 
-    def __init__(self, dim, num_heads, sr_ratio, spatial_dims, mlp_ratio=4.0, qkv_bias=True, norm_eps=1e-6, drop_path=0.0):
+    def __init__(self, dim, num_heads, sr_ratio, spatial_dims, mlp_ratio=4.0, qkv_bias=True, norm_eps=1e-6, drop_path=0.0,
+                 depthwise_sr=False):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, sr_ratio, spatial_dims, qkv_bias)
+        self.attn = Attention(dim, num_heads, sr_ratio, spatial_dims, qkv_bias, depthwise_sr)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path)

@@ -21,7 +21,7 @@ class TransformerStage(nn.Module):
     """Patch embedding (or expansion), optional skip addition, class token, positional embedding, blocks."""
 
     def __init__(self, embed: Switchable, dim, depth, heads, sr_ratio, cfg: MiTConfig, grids, class_token,
-                 prev_dim=None, norm_eps=1e-6, qkv_bias=True, drop_path=(), final_norm=False):
+                 prev_dim=None, norm_eps=1e-6, qkv_bias=True, drop_path=(), final_norm=False, depthwise_sr=False):
         super().__init__()
         self.embed = embed
         self.num_prefix = 1 if class_token else 0
@@ -33,7 +33,8 @@ class TransformerStage(nn.Module):
         dims = tuple(grids)
         drop_path = list(drop_path) or [0.0] * depth
         self.blocks = nn.ModuleList(
-            Block(dim, heads, sr_ratio, dims, cfg.mlp_ratio, qkv_bias, norm_eps, drop_path[i]) for i in range(depth)
+            Block(dim, heads, sr_ratio, dims, cfg.mlp_ratio, qkv_bias, norm_eps, drop_path[i], depthwise_sr)
+            for i in range(depth)
         )
         self.norm = nn.LayerNorm(dim) if final_norm else None
 
