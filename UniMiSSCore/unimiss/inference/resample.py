@@ -21,6 +21,7 @@ from ..data.image import ImageData
 SLAB_SLICES = 32       # input slices resampled at a time by the general path
 SLAB_BYTES = 32 << 20  # one slab of every class in float32 on the input grid, separable path: with the two
                        # arrays its last interpolation step holds, about what preflight.py counts for this stage
+POINTWISE_SHARE = 0.125  # above this share of voxels in cells with a boundary, a slab is interpolated whole
 
 
 @dataclass(frozen=True)
@@ -72,19 +73,26 @@ def _linear_weights(index: np.ndarray, size: int):
     return lower, upper, weight, inside
 
 
-def interpolated_slabs(probs: np.ndarray, maps: list[AxisMap], shape, classes: list[int]):
+def _slab_axes(maps, shape, working_shape, start, stop) -> dict:
+    """Per input axis: lower and upper working neighbours, weight and inside mask of slices start..stop."""
+    axes = {}
+    for m in maps:
+        t = np.arange(start, stop) if m.axis == 0 else np.arange(shape[m.axis])
+        axes[m.axis] = _linear_weights(m.offset + m.scale * t, working_shape[m.working_axis])
+    return axes
+
+
+def interpolated_slabs(probs: np.ndarray, maps: list[AxisMap], shape, classes: list[int], first=0, last=None):
     """Yields (start, stop, values): `probs[classes]` (on the working grid) linearly interpolated onto input
-    slices start..stop of an input grid of `shape`, float32 (len(classes), stop - start, *shape[1:]).
+    slices start..stop (by slabs, from `first` to `last`) of an input grid of `shape`, float32 (len(classes), stop - start, *shape[1:]).
     Outside the working grid background (class 0) has probability 1, every other class 0."""
     depth = _slab_depth(shape, len(classes))
     outside = np.array([1.0 if c == 0 else 0.0 for c in classes], dtype=np.float32)
     order = [next(m for m in maps if m.working_axis == a) for a in range(len(shape))]
-    for start in range(0, shape[0], depth):
-        stop = min(start + depth, shape[0])
-        axes = {}
-        for m in maps:
-            t = np.arange(start, stop) if m.axis == 0 else np.arange(shape[m.axis])
-            axes[m.axis] = _linear_weights(m.offset + m.scale * t, probs.shape[1 + m.working_axis])
+    last = shape[0] if last is None else last
+    for start in range(first, last, depth):
+        stop = min(start + depth, last)
+        axes = _slab_axes(maps, shape, probs.shape[1:], start, stop)
         # Only the block of the working grid that these input voxels touch, in float32.
         block = (slice(None), *(slice(int(axes[m.axis][0].min()), int(axes[m.axis][1].max()) + 1) for m in order))
         x = np.ascontiguousarray(probs[block][classes], dtype=np.float32)
@@ -125,15 +133,73 @@ def _argmax_first(x: np.ndarray) -> np.ndarray:
 def labels_on_input_grid(probs: np.ndarray, maps: list[AxisMap], shape, classes: list[int], dtype,
                          on_slab=None) -> np.ndarray:
     """Argmax over `classes` of `probs` (classes, *working grid) interpolated onto an input grid of `shape`
-    (the first of equal values wins, as in the general path)."""
+    (the first of equal values wins, as in the general path).
+
+    Where one class wins at every corner of the working-grid cell around an input voxel, it wins at
+    any weighted mean of those corners, so the label is known without interpolating: only voxels in
+    cells with a boundary are interpolated, pointwise, or whole slabs at once where they are many."""
     labels = np.zeros(shape, dtype=dtype)
     values = np.asarray(classes, dtype=np.int64)
-    slabs = -(-shape[0] // _slab_depth(shape, len(classes)))
-    for i, (start, stop, x) in enumerate(interpolated_slabs(probs, maps, shape, classes)):
-        labels[start:stop] = values[_argmax_first(x)]
+    winner, uniform = _cell_winners(probs, classes)
+    depth = _slab_depth(shape, len(classes))
+    slabs = -(-shape[0] // depth)
+    for i, start in enumerate(range(0, shape[0], depth)):
+        stop = min(start + depth, shape[0])
+        axes = _slab_axes(maps, shape, probs.shape[1:], start, stop)
+        win, settled = winner, uniform
+        for m in maps:
+            win = np.take(win, axes[m.axis][0], axis=m.working_axis)
+            settled = np.take(settled, axes[m.axis][0], axis=m.working_axis)
+        to_input = [next(m.working_axis for m in maps if m.axis == k) for k in range(len(shape))]
+        win, settled = win.transpose(to_input), settled.transpose(to_input)
+        inside = np.ones(settled.shape, dtype=bool)
+        for k, (_, _, _, ins) in axes.items():
+            inside &= ins.reshape([-1 if d == k else 1 for d in range(len(shape))])
+        todo = inside & ~settled
+        out = np.where(inside, win, 0)  # outside the working grid background has probability 1
+        if todo.mean() > POINTWISE_SHARE:
+            x = next(interpolated_slabs(probs, maps, shape, classes, start, stop))[2]
+            out = _argmax_first(x)
+        elif todo.any():
+            out[todo] = _argmax_first(_interpolate_points(probs, classes, maps, axes, np.nonzero(todo)))
+        labels[start:stop] = values[out]
         if on_slab:
             on_slab(i + 1, slabs)
     return labels
+
+
+def _cell_winners(probs: np.ndarray, classes: list[int]):
+    """On the working grid: the winning class (index into `classes`) at each voxel, and whether the same
+    class wins at all corners of the cell spanned by the voxel and its upper neighbours (edges clamped)."""
+    winner = np.empty(probs.shape[1:], dtype=np.uint8 if len(classes) <= 256 else np.uint16)
+    for z in range(0, probs.shape[1], 16):
+        winner[z:z + 16] = _argmax_first(probs[classes, z:z + 16])
+    low, high = winner, winner
+    for axis in range(winner.ndim):
+        upper = np.r_[1:winner.shape[axis], winner.shape[axis] - 1]
+        low = np.minimum(low, np.take(low, upper, axis=axis))
+        high = np.maximum(high, np.take(high, upper, axis=axis))
+    return winner, low == high
+
+
+def _interpolate_points(probs, classes, maps, axes, points) -> np.ndarray:
+    """Linear interpolation of `probs[classes]` at input voxels `points` (np.nonzero of a slab), float32."""
+    corners = [[]]
+    strides = [int(np.prod(probs.shape[2 + a:])) for a in range(probs.ndim - 1)]  # working grid, in elements
+    for m in maps:
+        lower, upper, weight, _ = axes[m.axis]
+        t = points[m.axis]
+        lo, hi, w = lower[t], upper[t], weight[t].astype(np.float32)
+        stride = strides[m.working_axis]
+        corners = [c + [(lo * stride, 1 - w)] for c in corners] + [c + [(hi * stride, w)] for c in corners]
+    flat = [sum(i for i, _ in c) for c in corners]
+    weights = [np.prod([w for _, w in c], axis=0) for c in corners]
+    out = np.zeros((len(classes), len(points[0])), dtype=np.float32)
+    for row, c in zip(out, classes):
+        values = probs[c].ravel()
+        for index, weight in zip(flat, weights):
+            row += weight * values.take(index).astype(np.float32)
+    return out
 
 
 def labels_by_sitk(probs: np.ndarray, grid: sitk.Image, image: ImageData, classes: list[int], dtype,

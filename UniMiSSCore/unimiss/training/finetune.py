@@ -17,7 +17,8 @@ import torch
 import torch.distributed as dist
 
 from ..inference.predictor import resolve_device, resolve_precision
-from ..models import MiTSegmentation, segmentation_from_official_pretrain
+from ..models import MiTPlusSegmentation, MiTSegmentation, segmentation_from_official_pretrain
+from ..models.official_plus import is_plus_pretrain, load_plus_checkpoint, plus_segmentation_from_official_pretrain
 from ..models.official import build_bounded, load_checkpoint
 from ..inference.preprocessing import INTENSITY_PRESETS
 from .cases import class_names_of, prepare_case, read_pair
@@ -398,19 +399,27 @@ def _build_network(s, base_package, dimension, num_classes, patch, progress, ran
     if base_package is not None:
         network = base_package.build_network("cpu")
         if s.new_head or network.num_classes != num_classes:
-            fresh = MiTSegmentation(network.config, num_classes, dimension, in_channels=network.in_channels,
-                                    patch_size=patch)
+            fresh = type(network)(network.config, num_classes, dimension, in_channels=network.in_channels,
+                                  patch_size=patch)
             head = ("aux_heads.", "classifier.")
             fresh.load_state_dict({k: v for k, v in network.state_dict().items() if not k.startswith(head)},
                                   strict=False)
             network = fresh
         return network, {"base_model": base_package.reference}
     if s.base:
-        network, report = segmentation_from_official_pretrain(s.base, arch=s.config, num_classes=num_classes,
-                                                              spatial_dims=dimension, patch_size=patch, in_channels=1)
+        ckpt, skipped = load_plus_checkpoint(s.base)  # read once; a DataLoader in the args is skipped, never built
+        if is_plus_pretrain(ckpt):
+            network, report = plus_segmentation_from_official_pretrain(
+                ckpt, num_classes, dimension, patch_size=patch, in_channels=1, source=s.base)
+            report.skipped, kind = skipped, "UniMiSS+"
+        else:
+            network, report = segmentation_from_official_pretrain(ckpt, arch=s.config, num_classes=num_classes,
+                                                                  spatial_dims=dimension, patch_size=patch, in_channels=1)
+            kind = f"UniMiSS {s.config}"
         if rank == 0:
-            progress.message(f"from the official pretraining checkpoint {s.base}: {report.summary()}")
-        return network, {"base_model": f"official UniMiSS pretraining checkpoint {Path(s.base).name} ({s.config})"}
+            progress.message(f"from the official pretraining checkpoint {s.base} ({kind}): {report.summary()}")
+        return network, {"base_model": f"official {kind.split()[0]} pretraining checkpoint {Path(s.base).name}"
+                                       + ("" if kind == "UniMiSS+" else f" ({s.config})")}
     network = build_bounded(lambda: MiTSegmentation(s.config, num_classes, dimension, in_channels=1, patch_size=patch),
                             f"MiT-{s.config} with --patch-size {list(patch)}")
     return network, {"base_model": None}
@@ -439,7 +448,8 @@ def _write_package(s, name, network, base_package, base_info, dimension, labels,
         else ("CT" if dimension == 3 else "CR/DX"),
         "labels": [l.to_dict() for l in labels],
         "preprocessing": preprocessing,
-        "network": {"architecture": "MiT", "config": network.config.to_dict(), "in_channels": network.in_channels,
+        "network": {"architecture": "MiT+" if isinstance(network, MiTPlusSegmentation) else "MiT",
+                    "config": network.config.to_dict(), "in_channels": network.in_channels,
                     "num_classes": network.num_classes},
         "patch_size": list(patch),
         "provenance": {
