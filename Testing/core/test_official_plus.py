@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from testkit import deterministic_weights, plus_reference
+from testkit import DATA, deterministic_weights, events, plus_reference, run_unimiss
+from unimiss.data import ImageData, Label, read_image, read_labelmap, write_labelmap
 from unimiss.models import CheckpointError
 from unimiss.models.official import _head_from_state
 from unimiss.models.official_plus import (from_official_plus_classifier, from_official_plus_pretrain,
@@ -261,3 +265,36 @@ def test_checkpoints_of_another_network_are_refused_with_the_reason(seg3d, pretr
         from_official_plus_pretrain(broken)
     with pytest.raises(CheckpointError, match="not a UniMiSS\\+ pretraining checkpoint"):
         from_official_plus_pretrain({"state_dict": weights})
+
+
+def test_fine_tuning_from_unimissplus_pth_gives_a_package_that_segments(plus_file, tmp_path):
+    """`unimiss finetune --base UniMissPlus.pth` (the released layout, a DataLoader in its args), then `segment`."""
+    src = DATA / "ct" / "ts-abdomen"
+    labels = json.loads((src / "labels.json").read_text())["labels"]
+    liver = next(int(k) for k, v in labels.items() if v == "liver")
+    image, mask = read_image(src / "image.nii.gz"), read_image(src / "labels.nii.gz")
+    cases = []
+    for i, (z0, z1) in enumerate([(56, 104), (64, 112)]):  # the liver lies in slices 69-111
+        crop = ImageData(image.array[z0:z1], image.spacing, image.origin, image.direction)  # own grid each
+        cases += [tmp_path / f"case{i}.nrrd", tmp_path / f"case{i}.seg.nrrd"]
+        sitk.WriteImage(crop.to_sitk(), str(cases[-2]))
+        write_labelmap(crop.with_array((mask.array[z0:z1] == liver).astype(np.uint8)), cases[-1], [Label(1, "liver")])
+    home = tmp_path / "home"
+    proc = run_unimiss(["finetune", "--images", cases[0], cases[2], "--labels", cases[1], cases[3], "--base", plus_file[0], "--epochs", "1", "--iterations", "2", "--patch-size", "32",
+                        "64", "64", "--spacing", "4", "4", "4", "--batch-size", "1", "--precision", "fp32", "--progress",
+                        "jsonl", "--name", "liver-plus", "--workdir", tmp_path / "w"], {"UNIMISS_HOME": str(home)})
+    assert proc.returncode == 0, proc.stderr
+    message = " ".join(e["text"] for e in events(proc, "message"))
+    assert "(UniMiSS+)" in message and "tensors loaded" in message
+    assert "not read from the file's args: args.data_loader3D (torch.utils.data.dataloader.DataLoader)" in message
+    meta = json.loads((home / "models" / "liver-plus-1.0.0" / "model.json").read_text())
+    assert meta["network"]["architecture"] == "MiT+" and "UniMiSS+" in meta["provenance"]["base_model"]
+    assert not (plus_file[1] / "constructed").exists()
+    out = tmp_path / "liver.seg.nrrd"
+    seg = run_unimiss(["segment", cases[0], "-o", out, "--model", "liver-plus", "--progress", "none"],
+                      {"UNIMISS_HOME": str(home)})
+    assert seg.returncode == 0, seg.stderr
+    (result, names), source = read_labelmap(out), read_image(cases[0])
+    assert result.array.shape == source.array.shape and result.spacing == source.spacing
+    assert result.origin == source.origin and result.direction == source.direction
+    assert [l.name for l in names] == ["liver"] or not result.array.any()  # two iterations need not find the liver

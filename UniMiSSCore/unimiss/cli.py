@@ -324,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--data", metavar="FOLDER", help="a Decathlon / nnU-Net folder (imagesTr, labelsTr, dataset.json)")
     ft.add_argument("--csv", help="a CSV with 'image' and 'label' columns (paths relative to it)")
     ft.add_argument("--base", help="start from a model package (name, name@version, path) or an official "
-                                   "UniMiSS pretraining checkpoint (.pth); default: from scratch")
+                                   "UniMiSS or UniMiSS+ pretraining checkpoint (.pth, e.g. UniMissPlus.pth: "
+                                   "MiT+, whatever --config says); default: from scratch")
     ft.add_argument("--config", default="compact", choices=["compact", "tiny", "small"],
                     help="the network when training from scratch, or the arch of an official checkpoint")
     ft.add_argument("--new-head", action="store_true", help="train the base model on a new label set")

@@ -106,7 +106,12 @@ def estimate(size, spacing, direction, itemsize: int, package, batch_size: int =
     classes, channels = package.num_classes, package.in_channels
     n_input, n_work, n_padded = math.prod(size), math.prod(grid), math.prod(padded)
     config = package.meta["network"]["config"]
-    stem = get_config(config).stem_channels if isinstance(config, (str, dict)) else 32
+    if package.meta["network"]["architecture"] == "MiT+":  # its first stem level runs at full resolution
+        from ..models.mitplus import get_plus_config
+
+        stem = get_plus_config(config).stem_channels[0]
+    else:
+        stem = get_config(config).stem_channels if isinstance(config, (str, dict)) else 32
     # Resident throughout: the input image. Then the largest of the three stages:
     prepare = n_input * itemsize + 2 * 4 * n_work                       # SimpleITK copy, resampled, normalised
     per_window = math.prod(patch) * 4 * (4 * stem + 3 * classes + 8)    # the network's largest activations

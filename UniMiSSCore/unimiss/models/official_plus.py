@@ -12,6 +12,7 @@ Public API:
 - `transfer_plus_pretrain(model, path_or_state, ...)` -> `TransferReport`: pretraining weights into a
   downstream network, as the official downstream code does (`positional="official"`) or with the
   positional embeddings resampled on their grids (`positional="grid"`).
+- `plus_segmentation_from_official_pretrain(...)` -> (model, report): a network to fine-tune.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from .layers import interpolate_grid
 from .mitplus import MiTPlus, MiTPlusClassifier, MiTPlusSegmentation, get_plus_config
 from .mitplus_config import level_grid
-from .official import (CheckpointError, TransferReport, _head_from_state, _strip, _where, build_bounded,
+from .official import (CheckpointError, TransferReport, _adapt_stem, _head_from_state, _strip, _where, build_bounded,
                        load_checkpoint)
 
 # ---------------------------------------------------------------- names
@@ -336,6 +337,9 @@ def transfer_plus_pretrain(model, path_or_state, which: str = "student", positio
             report.ignored.append(key)
             continue
         value = value.float()
+        if name.startswith("encoder.stem.0.") and name.endswith("conv.weight") and value.shape[1] != target[name].shape[1]:
+            value = _adapt_stem(value, target[name].shape[1])
+            report.adapted.append(name)
         if ".pos.tables." in name and value.shape != target[name].shape:
             value = (zoom_tokens(value, target[name].shape[1]) if positional == "official"
                      else _grid_table(value, name, source_cfg, model, nd))
@@ -353,6 +357,26 @@ def transfer_plus_pretrain(model, path_or_state, which: str = "student", positio
     return report
 
 
+def is_plus_pretrain(ckpt: dict) -> bool:
+    """Whether a loaded pretraining checkpoint (or bare state dict) holds a MiT+ (UniMiSS+) backbone."""
+    state = ckpt.get("student", ckpt.get("teacher", ckpt))
+    return isinstance(state, dict) and any(k.endswith(("ConvBlock2D0.0.conv.weight", "ConvBlock3D0.0.conv.weight"))
+                                           for k in state)
+
+
+def plus_segmentation_from_official_pretrain(path_or_state, num_classes: int = 2, spatial_dims: int = 3,
+                                             patch_size=None, in_channels: int | None = None, which: str = "student",
+                                             deep_supervision: bool = False, source=None):
+    """A `MiTPlusSegmentation` for fine-tuning, initialised from a UniMiSS+ pretraining checkpoint: encoder and
+    decoder of the matching half, positional tables resampled on their grids for `patch_size`, the stem
+    adapted to `in_channels`. Returns `(model, report)`."""
+    where = source or _where(path_or_state)
+    model = build_bounded(lambda: MiTPlusSegmentation(None, num_classes, spatial_dims, in_channels, patch_size,
+                                                      deep_supervision), where)
+    report = transfer_plus_pretrain(model, path_or_state, which, positional="grid", with_decoder=True, source=where)
+    return model, report
+
+
 def _grid_table(table, name, source_cfg, model, nd):
     stage = int(name.split(".")[2])
     level = stage + 2 if name.startswith("encoder.") else 4 - stage
@@ -366,6 +390,6 @@ def _grid_table(table, name, source_cfg, model, nd):
     return torch.cat((table[:, :prefix], patches), dim=1) if prefix else patches
 
 
-__all__ = ["LAYOUTS", "SkippedObject", "load_plus_checkpoint", "plus_official_name", "from_official_plus_pretrain",
+__all__ = ["LAYOUTS", "SkippedObject", "is_plus_pretrain", "plus_segmentation_from_official_pretrain", "load_plus_checkpoint", "plus_official_name", "from_official_plus_pretrain",
            "from_official_plus_segmentation", "from_official_plus_classifier", "transfer_plus_pretrain",
            "zoom_tokens", "PlusTransferReport"]

@@ -147,17 +147,22 @@ def validate_meta(meta, source) -> dict:
 
 
 def _network_config(meta):
+    if meta["network"]["architecture"] == "MiT+":
+        from ..models.mitplus import get_plus_config
+
+        return get_plus_config(meta["network"]["config"])
     from ..models import get_config
 
     return get_config(meta["network"]["config"])
 
 
 def _network_factory(meta):
-    from ..models import MiTSegmentation
+    from ..models import MiTPlusSegmentation, MiTSegmentation
 
     net, config = meta["network"], _network_config(meta)
-    return lambda: MiTSegmentation(config, net["num_classes"], spatial_dims=meta["dimension"],
-                                   in_channels=net["in_channels"], patch_size=meta["patch_size"])
+    network = MiTPlusSegmentation if net["architecture"] == "MiT+" else MiTSegmentation
+    return lambda: network(config, net["num_classes"], spatial_dims=meta["dimension"],
+                           in_channels=net["in_channels"], patch_size=meta["patch_size"])
 
 
 def network_parameters(meta, source) -> int:
