@@ -22,9 +22,9 @@ from unimiss.training.pretrain import Network, PretrainSettings, build_networks,
 XRAYS = [DATA / "xray" / n for n in ("nih-00000001_000.png", "nih-00000002_000.png", "tbx11k-h0001.png",
                                      "siim-chest-cr.dcm")]
 CTS = [DATA / "ct" / "ts-abdomen" / "image.nii.gz", DATA / "ct" / "ts-dicom" / "dicom"]
-# Tiny settings: small views, a small head, 8 samples (4 iterations) per epoch, 2D and 3D alternating each epoch.
+# Tiny settings: small views, a small head, 4 samples (2 iterations) per epoch, 2D and 3D alternating each epoch.
 FAST = ["--config", "compact", "--view-size-2d", "64", "64", "--view-size-3d", "16", "64", "64", "--interval", "1",
-        "--batch-size", "2", "--samples-per-epoch", "8", "--lr", "1e-3", "--out-dim", "1024", "--seed", "0"]
+        "--batch-size", "2", "--samples-per-epoch", "4", "--lr", "1e-3", "--out-dim", "1024", "--seed", "0"]
 
 
 def settings(output, **kw) -> PretrainSettings:
