@@ -1,20 +1,27 @@
 """End-to-end segmentation time and peak memory on real CT, beside MONAI's sliding window, on this machine.
 
-    python Testing/benchmarks/bench_segment.py [--skip-large]
+    python Testing/benchmarks/bench_segment.py [--configs compact small] [--rounds 1] [--skip-large]
+                                               [--compare-with OTHER_CHECKOUT/UniMiSSCore]
 
 Each measurement runs in a fresh process so its peak memory (max RSS) is its own.
-1. `Predictor.predict` end to end (read, preprocess, sliding window, back onto the
-   input grid, write .seg.nrrd) on LIDC-IDRI-0001 (512x512x133), for MiT-compact and
-   MiT-small packages with the same preprocessing.
-2. The sliding-window stage alone, ours and monai.inferers.sliding_window_inference
-   (Gaussian blending, same windows, overlap and batch), same network.
-3. Peak memory on a 512x512x600 volume (the real CT tiled along z), MiT-compact.
-Weights are random: speed and memory do not depend on them.
+1. `unimiss segment` on LIDC-IDRI-0001 (512x512x133) with the default built-in model, as a user
+   runs it: wall clock of the whole command (imports, reading, segmenting, writing .seg.nrrd).
+2. `Predictor.predict` end to end (read, preprocess, sliding window, back onto the input grid,
+   write .seg.nrrd), after the imports, for MiT-compact and MiT-small packages with the same
+   preprocessing (random weights).
+3. The sliding-window stage alone, ours and monai.inferers.sliding_window_inference
+   (Gaussian blending, same windows, overlap and batch), same network: their ratio.
+4. Peak memory on a 512x512x600 volume (the real CT tiled along z), MiT-compact.
+With --compare-with, every measurement also runs on that other copy of the package (e.g. an
+earlier commit, `git archive`d), alternating with this one; with --rounds N each is repeated
+N times, interleaved, and medians are printed, so that a busy machine slows both alike.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,7 +35,8 @@ CT = DATA / "ct" / "lidc-idri-0001" / "image.nii.gz"
 PREPROCESSING = {"spacing": [1.5, 1.5, 2.5], "orientation": "LPS",
                  "intensity": {"method": "ct", "clip": [-1000, 1000], "scale": [0.0, 1000.0]}}
 PATCH = (32, 128, 128)
-STAGES = {"predict": "segment end to end", "ours": "sliding window (ours)", "monai": "sliding window (MONAI)"}
+STAGES = {"cli": "`unimiss segment`, whole command", "predict": "segment end to end",
+          "ours": "sliding window (ours)", "monai": "sliding window (MONAI)"}
 LABELS = ["liver", "spleen", "kidney_left", "kidney_right", "aorta", "heart", "lung_left", "lung_right"]
 
 CHILD = r'''
@@ -36,6 +44,13 @@ import json, resource, sys, time
 import numpy as np, torch
 from pathlib import Path
 mode, package_dir, image_path, out = sys.argv[1:5]
+if mode == "cli":
+    import subprocess
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "unimiss", "segment", image_path, "-o", out, "--progress", "none"], check=True)
+    print(json.dumps({"seconds": time.perf_counter() - start,
+                      "peak_rss_gb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6}))
+    sys.exit()
 from unimiss.zoo import ModelPackage
 from unimiss.data import read_image, write_labelmap
 from unimiss.inference import Predictor
@@ -64,9 +79,12 @@ print(json.dumps({"seconds": seconds, "peak_rss_gb": resource.getrusage(resource
 '''
 
 
-def measure(mode, package, image, out):
+def measure(mode, package, image, out, source=None):
+    env = dict(os.environ)
+    if source:
+        env["PYTHONPATH"] = os.pathsep.join([str(source), *filter(None, [env.get("PYTHONPATH")])])
     proc = subprocess.run([sys.executable, "-c", CHILD, mode, str(package), str(image), str(out)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     if proc.returncode:
         raise RuntimeError(proc.stderr)
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -74,20 +92,23 @@ def measure(mode, package, image, out):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=["compact", "small"], choices=["compact", "small"])
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--compare-with", type=Path, help="another copy of UniMiSSCore (the folder holding unimiss/)")
     parser.add_argument("--skip-large", action="store_true", help="skip the 512x512x600 volume")
     args = parser.parse_args()
     import numpy as np
     import SimpleITK as sitk
 
+    from unimiss import cpu
+
+    print(f"CPU: {cpu.describe()}", flush=True)
+    sources = {"this": None, **({"other": args.compare_with.resolve()} if args.compare_with else {})}
     work = Path(tempfile.mkdtemp(prefix="unimiss-bench-"))
-    results = {}
-    for config in ("compact", "small"):
-        pkg = make_package(work, f"bench-{config}", 3, LABELS, PREPROCESSING, PATCH, config=config)
-        for mode in ("predict", "ours", "monai"):
-            r = measure(mode, pkg.root, CT, work / f"{config}.seg.nrrd")
-            results[f"{config} {mode}"] = r
-            print(f"MiT-{config:<8}{STAGES[mode]:<26}{r['seconds']:7.2f} s   peak RSS {r['peak_rss_gb']:.2f} GB",
-                  flush=True)
+    jobs = [("default", "cli", CT)]
+    for config in args.configs:
+        make_package(work, f"bench-{config}", 3, LABELS, PREPROCESSING, PATCH, config=config)
+        jobs += [(config, mode, CT) for mode in ("predict", "ours", "monai")]
     if not args.skip_large:
         ct = sitk.ReadImage(str(CT))
         arr = sitk.GetArrayFromImage(ct)
@@ -96,11 +117,31 @@ def main():
         tiled.SetSpacing(ct.GetSpacing())
         tiled.SetOrigin(ct.GetOrigin())
         tiled.SetDirection(ct.GetDirection())
-        big = work / "big.nrrd"
-        sitk.WriteImage(tiled, str(big))
-        r = measure("predict", work / "bench-compact-1.0.0", big, work / "big.seg.nrrd")
-        results["compact predict 512x512x600"] = r
-        print(f"MiT-compact segment 512x512x600 (tiled real CT): {r['seconds']:.1f} s, peak RSS {r['peak_rss_gb']:.2f} GB")
+        sitk.WriteImage(tiled, str(work / "big.nrrd"))
+        jobs.append(("compact", "predict", work / "big.nrrd"))
+    runs = {}
+    for _ in range(args.rounds):
+        for config, mode, image in jobs:
+            for name, source in sources.items():
+                package = work / f"bench-{config}-1.0.0"
+                r = measure(mode, package, image, work / f"{config}-{name}.seg.nrrd", source)
+                runs.setdefault((config, mode, image.name, name), []).append(r)
+    results = {}
+    for (config, mode, image, name), rs in runs.items():
+        r = {"seconds": statistics.median(x["seconds"] for x in rs),
+             "peak_rss_gb": max(x["peak_rss_gb"] for x in rs), "runs": len(rs)}
+        results[f"{config} {mode} {image} {name}"] = r
+        what = f"MiT-{config}" if config != "default" else "default model"
+        where = "" if image == CT.name else " 512x512x600 (tiled real CT)"
+        print(f"{what:<14}{STAGES[mode] + where:<50}{name:<6}{r['seconds']:7.2f} s   peak RSS "
+              f"{r['peak_rss_gb']:.2f} GB   (median of {len(rs)})", flush=True)
+    for name in sources:
+        for config in args.configs:
+            ours, monai = (results[f"{config} {m} {CT.name} {name}"]["seconds"] for m in ("ours", "monai"))
+            print(f"{name}: MiT-{config} sliding window, MONAI / ours = {monai / ours:.2f}")
+    if args.compare_with:
+        for key in sorted({k.rsplit(" ", 1)[0] for k in results}):
+            print(f"{key}: other / this = {results[key + ' other']['seconds'] / results[key + ' this']['seconds']:.2f}")
     print(json.dumps(results))
 
 

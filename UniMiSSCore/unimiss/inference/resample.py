@@ -198,7 +198,7 @@ def _interpolate_points(probs, classes, maps, axes, points) -> np.ndarray:
     for row, c in zip(out, classes):
         values = probs[c].ravel()
         for index, weight in zip(flat, weights):
-            row += weight * values.take(index).astype(np.float32)
+            row += weight * values.take(index)  # fp16 values times fp32 weights: fp32, exactly as converted first
     return out
 
 
