@@ -1,4 +1,5 @@
-"""What a run prints: plain progress lines into a pipe or a log, nothing with --progress none."""
+"""What a run prints: plain progress lines on stdout into a pipe or a log (stderr kept for errors), nothing with
+--progress none."""
 from __future__ import annotations
 
 import re
@@ -25,7 +26,8 @@ def test_auto_progress_into_a_pipe_prints_stages_with_percent(tmp_path, model_ho
     out = tmp_path / "ct.seg.nrrd"
     proc = run_unimiss(["segment", ct, "-o", out, "--model", "test-ct"], env={"UNIMISS_HOME": str(model_home)})
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stderr.splitlines()
+    assert proc.stderr == ""  # errors alone go there, so that an error stays one line
+    lines = proc.stdout.splitlines()
     progress = [LINE.match(line) for line in lines if LINE.match(line)]
     stages = {m[1] for m in progress}
     assert {"inference", "resample"} <= stages, proc.stderr
@@ -33,7 +35,6 @@ def test_auto_progress_into_a_pipe_prints_stages_with_percent(tmp_path, model_ho
         last = [m for m in progress if m[1] == stage][-1]
         assert last[2] == "100" and last[3] == last[4]
     assert any(line.startswith(f"segment: wrote {out}") for line in lines)
-    assert proc.stdout == ""  # stdout stays clean for what the command itself prints
 
 
 def test_progress_none_is_silent(tmp_path, model_home, ct):
@@ -48,9 +49,12 @@ def test_plain_lines_are_rate_bounded(capsys, monkeypatch):
     monkeypatch.setattr("unimiss.progress.time.monotonic", lambda: next(clock))  # one second per call
     progress = Progress("lines", "finetune")
     progress.LINE_INTERVAL_S = 10.0
+    for _ in range(30):  # a slow start: no line for 0 %, however long it takes
+        progress.progress("epoch 1", 0, 100)
+    assert capsys.readouterr().out == ""
     for done in range(1, 101):
         progress.progress("epoch 1", done, 100)
-    lines = capsys.readouterr().err.splitlines()
+    lines = capsys.readouterr().out.splitlines()
     assert lines[-1] == "finetune: epoch 1 100% (100/100)"
     assert 9 <= len(lines) <= 11  # one line per ten seconds, plus the end, not one per step
     assert all(FINETUNE_LINE.match(line) for line in lines)

@@ -10,8 +10,9 @@ from . import __version__
 
 SAMPLES = {"ct": "ct-abdomen.nii.gz", "xray": "chest-xray.png"}
 PROGRESS_CHOICES = ["auto", "tqdm", "lines", "jsonl", "none"]
-PROGRESS_HELP = ("auto: bars on a terminal, else plain lines (stage, percent) on stderr; jsonl: one JSON event per "
-                 "line on stdout, for GUIs; none: only errors")
+PROGRESS_HELP = ("auto: bars on a terminal, else plain lines (stage, percent) on stdout; lines: those lines always; "
+                 "jsonl: one JSON event per line on stdout, for GUIs; none: nothing but errors (errors go to stderr "
+                 "in every mode)")
 PRECISION_HELP = "auto: bf16 autocast where the CPU or GPU computes it natively, else fp32"
 
 

@@ -2,9 +2,10 @@
 
 Every long-running command reports through a `Progress`: progress within a
 stage, free-text messages, metrics, results and errors. Rendered as tqdm bars
-on a terminal; as plain lines (`segment: inference 40% (12/30)`) when stderr is
-a pipe or a log file; as JSON lines on stdout for a GUI (`--progress jsonl`;
-see DESIGN.md); or not at all (`--progress none`: only errors).
+on a terminal; as plain lines on stdout (`segment: inference 40% (12/30)`) when
+the output goes to a pipe or a log file; as JSON lines on stdout for a GUI
+(`--progress jsonl`; see DESIGN.md); or not at all (`--progress none`). Errors
+always go to stderr, so there they stay the only line.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import time
 class Progress:
     """`mode`: auto (tqdm on a terminal, else lines), tqdm, lines, jsonl or none; `command` prefixes plain lines."""
 
-    LINE_INTERVAL_S = 5.0  # plain lines: at most one per this many seconds within a stage, plus each stage's end
+    LINE_INTERVAL_S = 5.0  # plain lines: at most one per this many seconds, plus each stage's end
 
     def __init__(self, mode: str = "auto", command: str = "unimiss"):
         if mode == "auto":
@@ -54,9 +55,9 @@ class Progress:
         percent = int(100 * done / total) if total else 100
         now = time.monotonic()
         last_stage, last_percent, last_time = self._last_line
-        due = done >= total or now - last_time >= self.LINE_INTERVAL_S
+        due = done >= total or (done > 0 and now - last_time >= self.LINE_INTERVAL_S)
         if due and (stage, percent) != (last_stage, last_percent):
-            print(f"{self.command}: {stage} {percent}% ({done}/{total})", file=sys.stderr, flush=True)
+            print(f"{self.command}: {stage} {percent}% ({done}/{total})", file=sys.stdout, flush=True)
             self._last_line = (stage, percent, now)
 
     def message(self, text: str) -> None:
@@ -99,8 +100,10 @@ class Progress:
             return
         if self._bar is not None:
             self._bar.write(text, file=sys.stderr)
+        elif self.mode == "lines":
+            print(f"{self.command}: {text}", file=sys.stdout, flush=True)
         else:
-            print(f"{self.command}: {text}" if self.mode == "lines" else text, file=sys.stderr, flush=True)
+            print(text, file=sys.stderr, flush=True)
 
 
 def _model_text(fields: dict) -> str:
