@@ -118,7 +118,8 @@ def _pretrain(args) -> int:
         samples_per_epoch=args.samples_per_epoch, lr=args.lr, warmup_epochs=args.warmup_epochs,
         out_dim=args.out_dim, teacher_temp=args.teacher_temp, momentum_teacher=args.momentum_teacher,
         seed=args.seed, save_every=args.save_every, device=args.device, output=Path(args.output),
-        resume=args.resume)
+        resume=args.resume, plus=args.plus, weight_drr=args.weight_drr, weight_slices=args.weight_slices,
+        weight_recon=args.weight_recon)
     try:
         path = pretrain(settings, progress)
     except KeyboardInterrupt:
@@ -400,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="auto (a CUDA GPU if PyTorch sees one, else the CPU), cpu, cuda or cuda:N")
     pt.add_argument("--output", default="unimiss-pretrain", help="checkpoint.pth and log.jsonl go here")
     pt.add_argument("--resume", action="store_true", help="continue from the output folder's checkpoint")
+    pt.add_argument("--plus", action="store_true",
+                    help="UniMiSS+ (MiT+, --config ignored): each CT view also seen as a DRR and as slices, with the "
+                         "pair-wise cross-dimension constraint and a reconstruction loss; UniMissPlus.pth layout")
+    pt.add_argument("--weight-drr", type=float, default=1.0, help="with --plus: weight of the DRR-to-CT constraint")
+    pt.add_argument("--weight-slices", type=float, default=1.0, help="with --plus: weight of the slices-to-CT constraint")
+    pt.add_argument("--weight-recon", type=float, default=1.0, help="with --plus: weight of the reconstruction loss")
     pt.add_argument("--progress", default="auto", choices=PROGRESS_CHOICES, help=PROGRESS_HELP)
     pt.set_defaults(func=_pretrain)
 

@@ -208,11 +208,14 @@ def _plus_pretrain_parts(path_or_state, which, source=None):
 
 
 def _plus_pretrain_config(backbone: dict, args, where):
-    """The image sizes the positional embeddings were trained for: 2D from their shapes, 3D from `args`."""
+    """The image sizes the positional embeddings were trained for: from `args`, else 2D from their shapes."""
     cfg = get_plus_config()
     table = backbone.get("transformer.pos_embed2D1")
+    size2d = getattr(args, "img_size2D", None) if args is not None else None
     try:
-        if table is not None:
+        if size2d is not None:
+            cfg = cfg.with_img_size(2, (size2d, size2d) if isinstance(size2d, int) else size2d)
+        elif table is not None:
             side = round((table.shape[1] - 1) ** 0.5)
             if side * side != table.shape[1] - 1:
                 raise ValueError(f"transformer.pos_embed2D1 {tuple(table.shape)} is not a square grid")

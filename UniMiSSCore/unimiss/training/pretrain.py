@@ -35,7 +35,7 @@ from .pretrain_data import check_view_size, iterations, load_radiographs, load_v
 MAX_OUT_DIM = 262_144  # projection head outputs (published: 65536)
 # A resumed run must repeat the interrupted one: these settings must be those of its checkpoint.
 RESUME_MUST_MATCH = ("arch", "img_size2D", "img_size3D", "out_dim", "batch_size", "world_size", "seed", "interval",
-                     "spacing", "samples_per_epoch", "lr", "drop_path")
+                     "spacing", "samples_per_epoch", "lr", "drop_path", "plus")
 
 
 @dataclass
@@ -68,6 +68,10 @@ class PretrainSettings:
     device: str = "auto"
     output: Path = field(default_factory=lambda: Path("unimiss-pretrain"))
     resume: bool = False
+    plus: bool = False                    # UniMiSS+: MiT+, DRR-paired CT views, reconstruction (pretrain_plus.py)
+    weight_drr: float = 1.0               # UniMiSS+ loss weights, as published
+    weight_slices: float = 1.0
+    weight_recon: float = 1.0
 
 
 # ---------------------------------------------------------------- networks and loss
@@ -84,6 +88,10 @@ class Network(nn.Module):
 
 
 def build_networks(s: PretrainSettings):
+    if s.plus:
+        from .pretrain_plus import build_plus_networks
+
+        return build_plus_networks(s)
     cfg = dataclasses.replace(get_config(s.config), img_size_2d=tuple(s.view_size_2d),
                               img_size_3d=tuple(s.view_size_3d))
     student_backbone = build_bounded(lambda: MiT(dataclasses.replace(cfg, drop_path_rate=s.drop_path),
@@ -176,11 +184,19 @@ def checkpoint_args(s: PretrainSettings, world: int) -> argparse.Namespace:
     plain = {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
              for k, v in dataclasses.asdict(s).items()}
     plain.update(images2d=[str(p) for p in s.images2d], images3d=[str(p) for p in s.images3d])
-    return argparse.Namespace(**plain, arch=s.config, img_size2D=list(s.view_size_2d),
+    return argparse.Namespace(**plain, arch="MiTplus" if s.plus else s.config, img_size2D=list(s.view_size_2d),
                               img_size3D=list(s.view_size_3d), world_size=world)
 
 
 def save_checkpoint(path: Path, student, teacher, optimizer, loss, epoch, s, world) -> None:
+    if s.plus:  # the UniMiSS+ layout: MiT+ names, the centre under `dino_loss`
+        from .pretrain_plus import plus_official_state
+
+        save_checkpoint_file({"student": plus_official_state(student, "module."),
+                              "teacher": plus_official_state(teacher, ""), "optimizer": optimizer.state_dict(),
+                              "epoch": epoch, "args": checkpoint_args(s, world),
+                              "dino_loss": {"center": loss.center.detach().cpu()}}, path)
+        return
     save_checkpoint_file({"student": official_state(student, "module."), "teacher": official_state(teacher, ""),
                           "optimizer": optimizer.state_dict(), "epoch": epoch, "args": checkpoint_args(s, world),
                           "loss": {"center": loss.center.detach().cpu()}}, path)
@@ -189,7 +205,8 @@ def save_checkpoint(path: Path, student, teacher, optimizer, loss, epoch, s, wor
 def _resume(path: Path, s: PretrainSettings, world: int, student, teacher, optimizer, loss_fn) -> int:
     """Load a checkpoint of a run with the same settings; returns its epoch."""
     saved = load_checkpoint(path)  # weights only, an allow-list of types: a tampered file runs no code
-    missing = [k for k in ("student", "teacher", "optimizer", "epoch", "args", "loss") if k not in saved]
+    centre = "dino_loss" if s.plus else "loss"
+    missing = [k for k in ("student", "teacher", "optimizer", "epoch", "args", centre) if k not in saved]
     if missing:
         raise ValueError(f"{path}: not a pretraining checkpoint of unimiss (it lacks {', '.join(missing)})")
     old = vars(saved["args"]) if isinstance(saved["args"], argparse.Namespace) else {}
@@ -199,10 +216,14 @@ def _resume(path: Path, s: PretrainSettings, world: int, student, teacher, optim
     if differences:
         raise ValueError(f"{path}: cannot resume with other settings: {'; '.join(differences)}")
     try:
-        load_official_state(student, saved["student"], "module.")
-        load_official_state(teacher, saved["teacher"], "")
+        if s.plus:
+            from .pretrain_plus import load_plus_official_state as load_state
+        else:
+            load_state = load_official_state
+        load_state(student, saved["student"], "module.")
+        load_state(teacher, saved["teacher"], "")
         optimizer.load_state_dict(saved["optimizer"])
-        loss_fn.center.copy_(saved["loss"]["center"])
+        loss_fn.center.copy_(saved[centre]["center"])
         return int(saved["epoch"])
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -294,7 +315,7 @@ def pretrain(s: PretrainSettings, progress) -> Path | None:
         # Seeded per epoch and rank, so a resumed run repeats an uninterrupted one.
         torch.manual_seed(s.seed * 100_003 + epoch * 101 + rank)
         rng = np.random.default_rng([s.seed, epoch, rank])
-        losses = []
+        losses, parts = [], {}
         for it in range(n_iter):
             t = (epoch + it / n_iter) / s.epochs
             for i, group in enumerate(optimizer.param_groups):
@@ -303,9 +324,16 @@ def pretrain(s: PretrainSettings, progress) -> Path | None:
                     group["weight_decay"] = cosine(s.weight_decay, s.weight_decay_end, t)
             batch = order[it * s.batch_size:(it + 1) * s.batch_size] or order[:s.batch_size]
             views = [v.to(device) for v in make_batch(pool, batch, view_size[kind], rng)]
-            with torch.no_grad():
-                teacher_out = teacher(views)
-            loss = loss_fn(model(views), teacher_out, epoch)
+            if s.plus:
+                from .pretrain_plus import plus_step
+
+                loss, step_parts = plus_step(model, teacher, loss_fn, views, kind, epoch, s, rng)
+                for name, value in step_parts.items():
+                    parts[name] = parts.get(name, 0.0) + value / n_iter
+            else:
+                with torch.no_grad():
+                    teacher_out = teacher(views)
+                loss = loss_fn(model(views), teacher_out, epoch)
             if not math.isfinite(loss.item()):
                 raise ValueError(f"the loss became {loss.item()} in epoch {epoch + 1}; try a lower --lr")
             optimizer.zero_grad(set_to_none=True)
@@ -331,7 +359,8 @@ def pretrain(s: PretrainSettings, progress) -> Path | None:
             mean_loss = value.item() / world
         if rank == 0:
             elapsed = time.monotonic() - start
-            record = {"epoch": epoch + 1, "kind": f"{kind}D", "loss": round(mean_loss, 6), "iterations": n_iter,
+            record = {"epoch": epoch + 1, "kind": f"{kind}D", "loss": round(mean_loss, 6),
+                      **{f"loss_{k}": round(v, 6) for k, v in parts.items()}, "iterations": n_iter,
                       "lr": optimizer.param_groups[0]["lr"], "weight_decay": optimizer.param_groups[0]["weight_decay"],
                       "momentum": m, "teacher_temp": loss_fn.teacher_temps(epoch), "seconds": round(elapsed, 2)}
             output.mkdir(parents=True, exist_ok=True)
