@@ -298,3 +298,18 @@ def test_fine_tuning_from_unimissplus_pth_gives_a_package_that_segments(plus_fil
     assert result.array.shape == source.array.shape and result.spacing == source.spacing
     assert result.origin == source.origin and result.direction == source.direction
     assert [l.name for l in names] == ["liver"] or not result.array.any()  # two iterations need not find the liver
+
+
+def test_unimiss_mit_inspect_names_the_plus_checkpoint_and_what_it_skipped(plus_file):
+    proc = run_unimiss(["mit", "inspect", plus_file[0], "--which", "student"])
+    assert proc.returncode == 0, proc.stderr
+    assert "official UniMiSS+ pretraining checkpoint: MiT+ student, 2D+3D, epoch 200, 41.11 M parameters" in proc.stdout
+    assert "not read from its args: args.data_loader3D (torch.utils.data.dataloader.DataLoader)" in proc.stdout
+
+
+def test_absurd_sizes_in_a_plus_checkpoint_are_refused_before_building(pretrain_weights):
+    state = {"teacher": {f"backbone.{k}": v for k, v in pretrain_weights.items()}}
+    with pytest.raises(CheckpointError, match="at most 500 M are accepted"):
+        from_official_plus_pretrain({**state, "args": argparse.Namespace(img_size3D=[4096, 4096, 4096])})
+    with pytest.raises(CheckpointError, match="unusable image size.*from 1 to 4096"):
+        from_official_plus_pretrain({**state, "args": argparse.Namespace(img_size3D=[16, 96, 10**9])})

@@ -203,10 +203,16 @@ def _mit_summary(args) -> int:
 
 
 def _mit_inspect(args) -> int:
-    from .models import from_official_pretrain, from_official_segmentation, load_checkpoint
+    from .models import from_official_pretrain, from_official_segmentation
+    from .models.official_plus import from_official_plus_pretrain, is_plus_pretrain, load_plus_checkpoint
 
-    ckpt = load_checkpoint(args.checkpoint)
-    if "state_dict" in ckpt:
+    ckpt, skipped = load_plus_checkpoint(args.checkpoint)  # objects outside the allow-list in args: never built
+    if is_plus_pretrain(ckpt):
+        net = from_official_plus_pretrain(ckpt, args.which, source=args.checkpoint)
+        print(f"official UniMiSS+ pretraining checkpoint: MiT+ {args.which}, 2D+3D, epoch {ckpt.get('epoch', '?')}, "
+              f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters; loads exactly"
+              + (f"; not read from its args: {', '.join(skipped)}" if skipped else ""))
+    elif "state_dict" in ckpt:
         net = from_official_segmentation(ckpt, args.arch, patch_size=args.patch_size, source=args.checkpoint)
         print(f"official downstream segmentation checkpoint: MiT-{args.arch}, 3D, {net.num_classes} classes, "
               f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters; loads exactly")
