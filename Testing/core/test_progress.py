@@ -8,6 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from testkit import DATA, run_unimiss
+from unimiss.cli import main
 from unimiss.progress import Progress
 
 LINE = re.compile(r"^segment: (\w[\w ()]*) (\d+)% \((\d+)/(\d+)\)$")
@@ -37,10 +38,10 @@ def test_auto_progress_into_a_pipe_prints_stages_with_percent(tmp_path, model_ho
     assert any(line.startswith(f"segment: wrote {out}") for line in lines)
 
 
-def test_progress_none_is_silent(tmp_path, model_home, ct):
-    proc = run_unimiss(["segment", ct, "-o", tmp_path / "ct.seg.nrrd", "--model", "test-ct", "--progress", "none"],
-                       env={"UNIMISS_HOME": str(model_home)})
-    assert proc.returncode == 0 and proc.stderr == "" and proc.stdout == ""
+def test_progress_none_is_silent(tmp_path, model_home, ct, capfd, monkeypatch):
+    monkeypatch.setenv("UNIMISS_HOME", str(model_home))
+    status = main(["segment", str(ct), "-o", str(tmp_path / "ct.seg.nrrd"), "--model", "test-ct", "--progress", "none"])
+    assert status == 0 and capfd.readouterr() == ("", "")
     assert (tmp_path / "ct.seg.nrrd").is_file()
 
 
