@@ -154,6 +154,7 @@ def test_released_layout_loads_without_constructing_its_data_loader(plus_file):
     ("args", "exec", False),  # a callable outside the blocked modules: replaced, never called
     ("args", "system", True),  # os.system: torch refuses the module outright
     ("student", "exec", True),  # weights must be plain tensors
+    ("student-key", "exec", True),  # and their names plain strings
 ])
 def test_hostile_pickle_in_the_plus_layout_never_runs(tmp_path, pretrain_ref, where, call, refused):
     marker = tmp_path / "executed"
@@ -161,7 +162,8 @@ def test_hostile_pickle_in_the_plus_layout_never_runs(tmp_path, pretrain_ref, wh
     backbone = {k: torch.zeros(s) for k, s in pretrain_ref["keys"]["model"].items()}
     path = write_plus_checkpoint(tmp_path / "UniMissPlus.pth", backbone, tmp_path / "constructed",
                                  extra_args={"hook": payload} if where == "args" else None,
-                                 student_extra={"module.backbone.extra": payload} if where == "student" else None)
+                                 student_extra={"student": {"module.backbone.extra": payload},
+                                                "student-key": {payload: torch.zeros(1)}}.get(where))
     if refused:
         with pytest.raises(CheckpointError, match="refused to load"):
             from_official_plus_pretrain(path, which="student")

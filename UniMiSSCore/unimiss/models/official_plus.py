@@ -137,7 +137,7 @@ def _holds_stub(value) -> str | None:
     if isinstance(value, SkippedObject):
         return value.global_name
     if isinstance(value, dict):
-        items = value.values()
+        items = [*value.keys(), *value.values()]
     elif isinstance(value, (list, tuple)):
         items = value
     elif isinstance(value, argparse.Namespace):
