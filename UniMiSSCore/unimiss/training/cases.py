@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,6 +156,7 @@ def display_name(image: Path) -> str:
     (`case7/image.nii.gz`, `case7/dicom/` -> case7)."""
     name = case_name(image)
     stem = name.lower().removesuffix("_0000")
-    if stem in GENERIC_NAMES and image.resolve().parent.name:
-        return image.resolve().parent.name
+    parent = Path(os.path.abspath(image)).parent.name  # not resolved: a link is named where the user put it
+    if stem in GENERIC_NAMES and parent:
+        return parent
     return name

@@ -194,8 +194,8 @@ def finetune(settings: FinetuneSettings, case_files, progress, monitor_files=())
         best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
         if rank == 0:
             progress.message(f"work files (the checkpoint for --resume) go to {workdir}")
-    if val_cases and not budget.validation_s:  # until measured: a forward pass costs about a third of a step
-        budget.validation_s = sum(window_count(c.image.shape, patch) for c in val_cases) / 2 * 0.4
+    budget.validation_windows = sum(window_count(c.image.shape, patch) for c in val_cases)
+    budget.batch = batch_size
 
     saved_epoch = state["epoch"]
     last_validation = budget.elapsed()
@@ -299,6 +299,8 @@ def finetune(settings: FinetuneSettings, case_files, progress, monitor_files=())
         return None
     network.load_state_dict(best_state)
     state["minutes"] = budget.elapsed() / 60
+    state["timing"] = {"slowest_step_s": round(max(budget.step_s, default=0.0), 2),
+                       "validation_s": round(budget.validation_s, 2)}
     package = _write_package(s, name, network, base_package, base_info, dimension, labels, preprocessing, patch,
                              cases, train_cases, val_cases, state, base_val_dice, split_note)
     checkpoint_path.unlink(missing_ok=True)  # the package holds the result; nothing is left to resume
@@ -459,7 +461,7 @@ def _write_package(s, name, network, base_package, base_info, dimension, labels,
             "command": s.command or " ".join(sys.argv), "date": datetime.date.today().isoformat(), "seed": s.seed,
             **base_info, "epochs": state["epoch"], "best_epoch": state["best_epoch"],
             "iterations": sum(h.get("iterations", s.iterations_per_epoch) for h in state["history"]),
-            "minutes": round(state["minutes"], 3), "budget_minutes": s.minutes,
+            "minutes": round(state["minutes"], 3), "budget_minutes": s.minutes, **state["timing"],
         },
         "metrics": {"val_dice": best["val_dice"], "history": state["history"],
                     "description": (f"Dice per class on the validation case{'s' if len(val_cases) > 1 else ''} "

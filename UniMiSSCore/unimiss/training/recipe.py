@@ -74,7 +74,9 @@ class Budget:
         self.seconds = minutes * 60 if minutes else None
         self.start = time.monotonic() - already_spent_s
         self.step_s: list[float] = []
-        self.validation_s = 0.0
+        self.validation_s = 0.0     # the last validation's duration, once measured
+        self.validation_windows = 0  # until then: a window's forward pass costs about 0.4 of a patch's step
+        self.batch = 1
         self.save_s = 2.0
 
     def elapsed(self) -> float:
@@ -91,7 +93,8 @@ class Budget:
     def room_for_step(self, will_validate: bool) -> bool:
         if self.seconds is None:
             return True
-        reserve = (self.validation_s if will_validate else 0.0) + self.save_s
+        validation = self.validation_s or self.validation_windows * 0.4 * self.step_seconds() / self.batch
+        reserve = (validation if will_validate else 0.0) + self.save_s
         return self.elapsed() + self.step_seconds() + reserve <= self.seconds
 
     def remaining(self) -> float:

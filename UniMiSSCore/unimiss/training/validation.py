@@ -15,7 +15,10 @@ PSEUDO_LABEL_OVERLAP = 0.5  # targets are worth the usual inference quality
 def split_cases(cases, requested: int | None):
     """(training cases, validation cases, a sentence saying which validate and why)."""
     n = len(cases)
-    names = lambda group: ", ".join(c.name for c in group)  # noqa: E731
+    def names(group):
+        listed = [c.name for c in group]
+        return ", ".join(listed if len(listed) <= 8 else [*listed[:6], "...", listed[-1]])
+
     if requested is None and n < 3:
         return cases, [], (f"all {n} case{'s' if n > 1 else ''} train ({names(cases)}): with fewer than three "
                            "cases none is held out for validation, so the model is not scored and the last "
