@@ -184,10 +184,10 @@ def run_monai(train, held_out, minutes, work: Path, dims: int):
         return {c: float(np.mean(v)) for c, v in scores.items() if v}
 
     elapsed = lambda: time.monotonic() - start - paused  # noqa: E731
-    for item in loader:
+    tick = time.monotonic()
+    for item in loader:  # a step's time includes loading and transforming its batch
         if elapsed() + (max(step_s[-5:]) if step_s else 0) > budget:
             break
-        tick = time.monotonic()
         t = elapsed() / budget
         for g in optimizer.param_groups:
             g["lr"] = 1e-3 * (t / 0.05 if t < 0.05 else 0.5 * (1 + np.cos(np.pi * (t - 0.05) / 0.95)))
@@ -197,11 +197,12 @@ def run_monai(train, held_out, minutes, work: Path, dims: int):
         optimizer.step()
         step_s.append(time.monotonic() - tick)
         if elapsed() >= next_eval:
-            tick = time.monotonic()
+            pause = time.monotonic()
             curve.append({"minutes": elapsed() / 60, "dice": score()})
-            paused += time.monotonic() - tick
+            paused += time.monotonic() - pause
             next_eval = elapsed() + budget / 8
             print(f"  monai {curve[-1]}", file=sys.stderr, flush=True)
+        tick = time.monotonic()
     curve.append({"minutes": elapsed() / 60, "dice": score()})
     return {"curve": curve, "final_input_grid": {}, "minutes": elapsed() / 60, "iterations": len(step_s),
             "messages": [f"SegResNet patch {patch}, batch {batch}"]}
@@ -316,9 +317,11 @@ def report(args):
         for r in (r for r in results if r["fold"] == fold):
             names = CHEST[:3] if fold == "lidc-drr" else CLASSES
             xs = [p["minutes"] for p in r["curve"]]
-            ax.plot(xs, [mean(p["dice"], names) for p in r["curve"]], marker="o", label=f"{r['arm']} mean")
-            for organ in (("lung_left", "heart") if fold == "lidc-drr" else ("liver", "spleen")):
-                ax.plot(xs, [p["dice"].get(organ, np.nan) for p in r["curve"]], ls=":", label=f"{r['arm']} {organ}")
+            line, = ax.plot(xs, [mean(p["dice"], names) for p in r["curve"]], marker="o", label=f"{r['arm']} mean")
+            organs = ("lung_left", "heart") if fold == "lidc-drr" else ("liver", "spleen")
+            for organ, style in zip(organs, (":", "-.")):
+                ax.plot(xs, [p["dice"].get(organ, np.nan) for p in r["curve"]], ls=style, color=line.get_color(),
+                        label=f"{r['arm']} {organ}")
             if r.get("base_dice"):
                 ax.axhline(mean(r["base_dice"], names), color="grey", ls="--", label="base model alone")
         ax.set(title=f"held out: {fold}", xlabel="minutes", ylabel="Dice (working grid)", ylim=(0, 1))
