@@ -10,13 +10,17 @@ from unimiss.models import MiTPlusSegmentation
 from unimiss.models.official_plus import from_official_plus_pretrain, load_plus_checkpoint, transfer_plus_pretrain
 
 
-def test_plus_pretraining_writes_the_official_layout_that_fine_tuning_reads(tmp_path):
-    out = tmp_path / "pt"
-    proc = run_unimiss(["pretrain", "--plus", "--images2d", DATA / "xray" / "nih-00000001_000.png",
+def pretrain_plus(out, epochs, *extra):
+    return run_unimiss(["pretrain", "--plus", "--images2d", DATA / "xray" / "nih-00000001_000.png",
                         DATA / "xray" / "tbx11k-h0001.png", "--images3d", DATA / "ct" / "ts-abdomen" / "image.nii.gz",
                         "--view-size-2d", "32", "32", "--view-size-3d", "16", "32", "32", "--spacing", "4",
-                        "--epochs", "2", "--interval", "1", "--batch-size", "1", "--samples-per-epoch", "1",
-                        "--out-dim", "64", "--output", out, "--progress", "jsonl"])
+                        "--epochs", epochs, "--interval", "1", "--batch-size", "1", "--samples-per-epoch", "1",
+                        "--out-dim", "64", "--save-every", "1", "--output", out, "--progress", "jsonl", *extra])
+
+
+def test_plus_pretraining_writes_the_official_layout_that_fine_tuning_reads(tmp_path):
+    out = tmp_path / "pt"
+    proc = pretrain_plus(out, 2)
     assert proc.returncode == 0, proc.stderr
     assert [m["kind"] for m in events(proc, "metric")] == ["2D", "3D"]
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -37,3 +41,11 @@ def test_plus_pretraining_writes_the_official_layout_that_fine_tuning_reads(tmp_
     assert not any(k.startswith(("classifier.", "aux_heads.")) for k in report.loaded)
     assert torch.equal(seg.state_dict()["encoder.stages.1.blocks.0.mlp.fc1.weight"],
                        ckpt["student"]["module.backbone.transformer.block2.0.mlp.fc1.weight"])
+    # It resumes (one more epoch), and refuses to resume as a UniMiSS (MiT) run.
+    refused = run_unimiss(["pretrain", "--images2d", DATA / "xray" / "nih-00000001_000.png", "--output", out,
+                           "--resume", "--epochs", "3", "--view-size-2d", "32", "32", "--progress", "none"])
+    assert refused.returncode != 0 and "plus True in the checkpoint, False now" in refused.stderr
+    proc = pretrain_plus(out, 3, "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert [m["epoch"] for m in events(proc, "metric")] == [3]
+    assert load_plus_checkpoint(out / "checkpoint.pth")[0]["epoch"] == 3

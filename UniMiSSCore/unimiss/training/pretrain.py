@@ -36,6 +36,7 @@ MAX_OUT_DIM = 262_144  # projection head outputs (published: 65536)
 # A resumed run must repeat the interrupted one: these settings must be those of its checkpoint.
 RESUME_MUST_MATCH = ("arch", "img_size2D", "img_size3D", "out_dim", "batch_size", "world_size", "seed", "interval",
                      "spacing", "samples_per_epoch", "lr", "drop_path", "plus")
+ADDED_LATER = {"plus": False}  # settings that checkpoints written before them lack: their value then
 
 
 @dataclass
@@ -207,12 +208,13 @@ def _resume(path: Path, s: PretrainSettings, world: int, student, teacher, optim
     saved = load_checkpoint(path)  # weights only, an allow-list of types: a tampered file runs no code
     centre = "dino_loss" if s.plus else "loss"
     missing = [k for k in ("student", "teacher", "optimizer", "epoch", "args", centre) if k not in saved]
-    if missing:
-        raise ValueError(f"{path}: not a pretraining checkpoint of unimiss (it lacks {', '.join(missing)})")
-    old = vars(saved["args"]) if isinstance(saved["args"], argparse.Namespace) else {}
+    old = vars(saved["args"]) if isinstance(saved.get("args"), argparse.Namespace) else {}
     new = vars(checkpoint_args(s, world))
+    old = {**ADDED_LATER, **old}
     differences = [f"{k} {old.get(k)} in the checkpoint, {new[k]} now" for k in RESUME_MUST_MATCH
                    if old.get(k) != new[k]]
+    if "args" in missing or not differences and missing:
+        raise ValueError(f"{path}: not a pretraining checkpoint of unimiss (it lacks {', '.join(missing)})")
     if differences:
         raise ValueError(f"{path}: cannot resume with other settings: {'; '.join(differences)}")
     try:
