@@ -242,7 +242,8 @@ def finetune(settings: FinetuneSettings, case_files, progress, monitor_files=())
                 break
             if not all(math.isfinite(v) for v in losses):
                 raise ValueError(f"the loss became {losses[-1]} in epoch {epoch + 1}; try a lower --lr")
-            last_epoch = out_of_time or epoch + 1 == max_epochs
+            # The last epoch: out of time, out of epochs, or no room left for another step after this one.
+            last_epoch = out_of_time or epoch + 1 == max_epochs or not budget.room_for_step(bool(val_cases))
             due = not s.minutes or last_epoch or budget.elapsed() - last_validation >= 3 * budget.validation_s
             val_dice, monitor_dice = {}, {}
             if rank == 0 and val_cases and due:
@@ -268,7 +269,12 @@ def finetune(settings: FinetuneSettings, case_files, progress, monitor_files=())
             if monitor_dice:
                 entry["monitor_dice"] = monitor_dice
             state["history"].append(entry)
-            stop = out_of_time or bool(val_cases and epoch + 1 - state["best_epoch"] >= s.patience)
+            stop = (out_of_time or (bool(s.minutes) and last_epoch)
+                    or bool(val_cases and epoch + 1 - state["best_epoch"] >= s.patience))
+            if world > 1:  # rank 0 validates and keeps the clock: its decision holds for all
+                flag = torch.tensor([float(stop)], device=device)
+                dist.broadcast(flag, 0)
+                stop = bool(flag[0])
             remaining = (max_epochs - epoch - 1) * (time.monotonic() - epoch_start)
             if s.minutes:
                 remaining = min(remaining, budget.remaining())
