@@ -9,7 +9,8 @@ the dense matmul peak in fp32 and bf16; how often each path's argmax agrees with
 (deterministic reference weights, as in ../shared/reference/official-unimiss); and the
 kernels this project writes itself beside the library calls they replace.
 
-Paths: ours in fp32; ours under bf16 autocast with fp32 weights; ours as `unimiss segment`
+Paths: ours in fp32; ours as `unimiss segment` ran it before issue 16 (bf16 autocast, fp32
+weights, attention by query blocks); ours under bf16 autocast with fp32 weights; ours as `unimiss segment`
 runs it on this CPU (bf16 autocast, weights stored in bf16, few-channel convolutions in fp32
 where unimiss.cpu says so); the same with the fp32 stem forced on and off. With --official
 PATH (a checkout of github.com/YtongXie/UniMiSS-code, MIT licence; not part of this
@@ -39,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from testkit import deterministic_weights, official_keys  # noqa: E402
 
 from unimiss import cpu  # noqa: E402
+from unimiss.models import layers  # noqa: E402
 from unimiss.models import MiTSegmentation, from_official_segmentation  # noqa: E402
 from unimiss.models.layers import cast_for_inference  # noqa: E402
 from unimiss.models.mit import upsample_linear  # noqa: E402
@@ -164,7 +166,19 @@ def main(argv=None):
             return out[0] if isinstance(out, list) else out  # the published network returns its deep supervision
         return run
 
-    paths = {"ours fp32": lambda: net(x), "ours bf16 autocast": bf16(net), "ours, segment path": bf16(segment_net),
+    def before(run):
+        """As `unimiss segment` ran before issue 16: bf16 autocast, fp32 weights, attention by query blocks."""
+        def patched():
+            saved = layers.F
+            layers.F = types.SimpleNamespace(**{**vars(F), "scaled_dot_product_attention": blocked_attention})
+            try:
+                return run()
+            finally:
+                layers.F = saved
+        return patched
+
+    paths = {"ours fp32": lambda: net(x), "ours before (issue 16)": before(bf16(net)),
+             "ours bf16 autocast": bf16(net), "ours, segment path": bf16(segment_net),
              "  same, stem fp32": bf16(stem_fp32_net, True), "  same, stem bf16": bf16(stem_bf16_net, False)}
     if args.official:
         official = official_network(args.official, weights)

@@ -1,4 +1,4 @@
-"""Back to the input grid: the separable torch path gives SimpleITK's linear resampling, on real CT and on
+"""Back to the input grid: the separable path gives SimpleITK's linear resampling, on real CT and on
 grids with flips, axis permutations and non-zero origins; oblique grids keep the SimpleITK path."""
 from __future__ import annotations
 

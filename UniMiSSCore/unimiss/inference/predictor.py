@@ -53,7 +53,7 @@ class Predictor:
 
     `predict(image)` returns a labelmap (ImageData, uint8 or uint16) on exactly
     the input's grid. Class probabilities exist only on the model's working grid;
-    on the input grid one class at a time is resampled into a running maximum, so
+    they reach the input grid by bounded slabs of labels (inference/resample.py), so
     memory stays bounded on large volumes.
     """
 
