@@ -10,12 +10,14 @@ this CPU's description with every figure):
 - Convolutions with one or a few input channels (the CT stem) are the exception on CPUs
   with AMX: oneDNN pads the channel axis to the tile width, and the 7x7x7 one-channel stem
   ran 4x slower in bf16 than in fp32 on a Xeon with AMX (issue 16: 461 vs 117 ms). On
-  AVX-512 BF16 without AMX (AMD EPYC) bf16 and fp32 take about the same time there, so the
-  stem stays in bf16 and its output need not be cast. `fp32_few_channel_convs()` decides.
+  AVX-512 BF16 without AMX (AMD EPYC) bf16 is as fast or faster there (256 vs 317 ms in one
+  bench_mit run), so the stem stays in bf16. `fp32_few_channel_convs()` decides.
 - Training: fp32 master weights always; bf16 autocast only where it is faster for the
-  whole step. With AVX-512 BF16 alone it is not (the backward of the norms, GELU and
-  softmax outweigh the faster products); with AMX the matrix units make the products
-  2.7x+ faster, so `auto` trains under bf16 autocast there.
+  whole step. With AVX-512 BF16 alone it is not for the default 3D network (MiT-compact,
+  2 x 32x128x128: 0.91-0.93x of fp32, bench_training.py on an AMD EPYC); with AMX the
+  matrix units make the products 2.7x+ faster (issue 16), so `auto` trains under bf16
+  autocast there, the stem in fp32. The AMX choices are reasoned from issue 16's
+  measurements; no AMX machine was at hand to time them.
 """
 from __future__ import annotations
 
