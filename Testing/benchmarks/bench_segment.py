@@ -12,6 +12,8 @@ Each measurement runs in a fresh process so its peak memory (max RSS) is its own
 3. The sliding-window stage alone, ours and monai.inferers.sliding_window_inference
    (Gaussian blending, same windows, overlap and batch), same network: their ratio.
 4. Peak memory on a 512x512x600 volume (the real CT tiled along z), MiT-compact.
+--only-resample times instead the way back to the input grid alone, this package's separable
+path against SimpleITK's, on one MiT-compact output (in this process, alternating).
 With --compare-with, every measurement also runs on that other copy of the package (e.g. an
 earlier commit, `git archive`d), alternating with this one; with --rounds N each is repeated
 N times, interleaved, and medians are printed, so that a busy machine slows both alike.
@@ -90,12 +92,48 @@ def measure(mode, package, image, out, source=None):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def compare_resampling(package_dir, rounds):
+    """Back to the input grid, this package's separable path against SimpleITK's, on one network output."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from unimiss.data import read_image
+    from unimiss.inference import Predictor, resample, sliding_window
+    from unimiss.inference.preprocessing import prepare
+    from unimiss.zoo import ModelPackage
+
+    package = ModelPackage.load(package_dir)
+    image = read_image(CT)
+    predictor = Predictor(package, device="cpu", overlap=0.5)
+    prepared = prepare(image, package.preprocessing)
+    probs = sliding_window(predictor._forward, torch.from_numpy(prepared.array)[None], package.patch_size,
+                           predictor.num_classes, 0.5, 2, dtype=torch.float16).numpy()
+    classes = resample.winning_classes(probs)
+    maps = resample.axis_maps(prepared.grid, image)
+    paths = {"separable": lambda: resample.labels_on_input_grid(probs, maps, image.array.shape, classes, np.uint8),
+             "SimpleITK": lambda: resample.labels_by_sitk(probs, prepared.grid, image, classes, np.uint8)}
+    times, labels = {name: [] for name in paths}, {}
+    for _ in range(rounds):
+        for name, fn in paths.items():
+            start = time.perf_counter()
+            labels[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    sep, ref = (statistics.median(times[n]) for n in paths)
+    print(f"back to the input grid, {len(classes)} classes: separable {sep:.2f} s, SimpleITK {ref:.2f} s "
+          f"({ref / sep:.2f}x), labels differ on {np.mean(labels['separable'] != labels['SimpleITK']):.1e} of voxels",
+          flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["compact", "small"], choices=["compact", "small"])
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--compare-with", type=Path, help="another copy of UniMiSSCore (the folder holding unimiss/)")
     parser.add_argument("--skip-large", action="store_true", help="skip the 512x512x600 volume")
+    parser.add_argument("--only-resample", action="store_true",
+                        help="only time the way back to the input grid (separable and SimpleITK), MiT-compact")
     args = parser.parse_args()
     import numpy as np
     import SimpleITK as sitk
@@ -105,6 +143,9 @@ def main():
     print(f"CPU: {cpu.describe()}", flush=True)
     sources = {"this": None, **({"other": args.compare_with.resolve()} if args.compare_with else {})}
     work = Path(tempfile.mkdtemp(prefix="unimiss-bench-"))
+    if args.only_resample:
+        package = make_package(work, "bench-compact", 3, LABELS, PREPROCESSING, PATCH, config="compact")
+        return compare_resampling(package.root, max(args.rounds, 2))
     jobs = [("default", "cli", CT)]
     for config in args.configs:
         make_package(work, f"bench-{config}", 3, LABELS, PREPROCESSING, PATCH, config=config)
