@@ -22,7 +22,7 @@ def python_files():
 
 
 def test_the_core_declares_the_python_of_slicer_5_8():
-    text = (CORE / "pyproject.toml").read_text()
+    text = (CORE / "pyproject.toml").read_text(encoding="utf-8")
     assert re.search(rf'requires-python = ">={MINIMUM}"', text)
     from UniMiSSSlicerLib.dependencies import TORCH_REQUIREMENT
 
@@ -39,7 +39,7 @@ def test_annotations_are_never_evaluated():
     """`X | None` in an annotation is fine on 3.9 only if annotations stay strings (vermin does not check it)."""
     missing = []
     for path in python_files():
-        tree = ast.parse(path.read_text())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         unions = any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitOr)
                      for node in ast.walk(tree) for a in _annotations(node) for n in ast.walk(a))
         future = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" and

@@ -50,7 +50,7 @@ def test_finetuning_on_scene_pairs_registers_a_model_in_the_list(own_home, scene
     listed = {m.reference: m for m in logic.models()}
     assert "my-organs@1.0.0" in listed
     assert listed["my-organs@1.0.0"].labels == ("liver", "spleen") and listed["my-organs@1.0.0"].dimension == 3
-    assert "1 local case (1 more for validation)" in listed["my-organs@1.0.0"].summary
+    assert "2 local cases" in listed["my-organs@1.0.0"].summary
     assert [m["epoch"] for m in metrics] == [1]
     rows = process.chart.rows()  # the live chart: one row per epoch
     assert len(rows) == 1 and rows[0][0] == 1 and rows[0][1] == pytest.approx(metrics[0]["loss"])
