@@ -1,13 +1,18 @@
 """The module's own Widget, clicked as a user would: real .ui, real Qt (PyQt5 offscreen), real scene, real core runs.
 
-The pictures of the panel in docs/ come from these tests (idle, segmenting, fine-tuning, done).
+The pictures of the panel in docs/ come from these tests (idle, segmenting, fine-tuning, done):
+UNIMISS_PANEL_PICTURES=docs python -m pytest Testing/slicer_module/test_slicer_panel.py redraws them;
+otherwise they go to the temporary folder, so a test run leaves the working tree as it was.
 """
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
+import tempfile
 import xml.etree.ElementTree as ElementTree
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +22,9 @@ from qt_harness import FileDialogs, Messages, process_events, slot_errors, unwra
 from slicer_testing import MODULE_DIR, REPO, add_segmentation, load_ct, organ_masks, slicer
 
 SAMPLE_CT = REPO / "UniMiSSCore" / "unimiss" / "samples" / "ct-abdomen.nii.gz"
-DOCS = REPO / "docs"
+DOCS = REPO / os.environ["UNIMISS_PANEL_PICTURES"] if os.environ.get("UNIMISS_PANEL_PICTURES") \
+    else Path(tempfile.gettempdir()) / "unimiss-panel-pictures"
+DOCS.mkdir(parents=True, exist_ok=True)
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "UniMiSSSlicer.ui"
 
 
@@ -33,6 +40,7 @@ def make_panel(monkeypatch, ui_file=UI_FILE):
         widget.setup()
     except Exception:
         widget.removeObservers()
+        qt_harness.dispose(widget)  # a half-built panel left observing the scene crashes the interpreter's exit
         raise
     return widget, messages
 
@@ -284,7 +292,9 @@ def test_a_renamed_widget_or_a_missing_signal_in_the_ui_fails(home, scene, monke
 
 
 def test_the_module_file_is_thin_and_names_the_lib_widget(home, scene, monkeypatch):
-    make_panel(monkeypatch)
+    widget, _ = make_panel(monkeypatch)
+    widget.cleanup()
+    qt_harness.dispose(widget)
     import importlib
 
     module = importlib.import_module("UniMiSSSlicer")
