@@ -166,25 +166,32 @@ def _strip(state: dict, prefixes) -> dict:
 def _pretrain_parts(path_or_state, which: str, source=None):
     """(backbone state with official names, head state, args) of a pretraining checkpoint or bare state dict."""
     ckpt, where = load_checkpoint(path_or_state), source or _where(path_or_state)
+    backbone, head = split_pretrain_state(ckpt, which, where, "UniMiSS")
+    if not any(k.startswith("transformer.") for k in backbone):
+        raise CheckpointError(f"{where}: not a UniMiSS pretraining checkpoint: no 'transformer.*' (MiT encoder) "
+                              "weights found")
+    return backbone, head, ckpt.get("args")
+
+
+def split_pretrain_state(ckpt: dict, which: str, where: str, kind: str):
+    """(backbone, head) state dicts of the `which` network of a loaded pretraining checkpoint (or a bare state).
+
+    Official names are kept; DDP's `module.` and the wrapper's `backbone.` prefixes are stripped.
+    """
     if which not in ("teacher", "student"):
         raise CheckpointError(f"which must be 'teacher' or 'student', not {which!r}")
-    args = ckpt.get("args")
+    state = ckpt
     if "teacher" in ckpt or "student" in ckpt:
         if which not in ckpt:
             raise CheckpointError(f"{where}: the checkpoint has no {which!r} network (it has: {', '.join(map(str, ckpt))})")
         state = ckpt[which]
-    else:
-        state = ckpt
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise CheckpointError(f"{where}: not a UniMiSS pretraining checkpoint: expected 'teacher'/'student' state "
+        raise CheckpointError(f"{where}: not a {kind} pretraining checkpoint: expected 'teacher'/'student' state "
                               "dicts of tensors")
     state = _strip(state, ("module.",))
     backbone = _strip({k: v for k, v in state.items() if not k.startswith("head.")}, ("backbone.",))
     head = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
-    if not any(k.startswith("transformer.") for k in backbone):
-        raise CheckpointError(f"{where}: not a UniMiSS pretraining checkpoint: no 'transformer.*' (MiT encoder) "
-                              "weights found")
-    return backbone, head, args
+    return backbone, head
 
 
 def _pretrain_config(arch, args, source="the checkpoint"):

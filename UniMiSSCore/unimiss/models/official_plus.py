@@ -29,7 +29,7 @@ from .layers import interpolate_grid
 from .mitplus import MiTPlus, MiTPlusClassifier, MiTPlusSegmentation, get_plus_config
 from .mitplus_config import level_grid
 from .official import (CheckpointError, TransferReport, _adapt_stem, _head_from_state, _strip, _where, build_bounded,
-                       load_checkpoint)
+                       load_checkpoint, split_pretrain_state)
 
 # ---------------------------------------------------------------- names
 
@@ -189,17 +189,7 @@ def _plus_pretrain_parts(path_or_state, which, source=None):
     """(backbone state with official names, head state, args, skipped) of a UniMiSS+ pretraining checkpoint."""
     where = source or _where(path_or_state)
     ckpt, skipped = load_plus_checkpoint(path_or_state, where)
-    if which not in ("teacher", "student"):
-        raise CheckpointError(f"which must be 'teacher' or 'student', not {which!r}")
-    state = ckpt.get(which, ckpt) if ("teacher" in ckpt or "student" in ckpt) else ckpt
-    if ("teacher" in ckpt or "student" in ckpt) and which not in ckpt:
-        raise CheckpointError(f"{where}: the checkpoint has no {which!r} network (it has: {', '.join(map(str, ckpt))})")
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise CheckpointError(f"{where}: not a UniMiSS+ pretraining checkpoint: expected 'teacher'/'student' state "
-                              "dicts of tensors")
-    state = _strip(state, ("module.",))
-    backbone = _strip({k: v for k, v in state.items() if not k.startswith("head.")}, ("backbone.",))
-    head = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
+    backbone, head = split_pretrain_state(ckpt, which, where, "UniMiSS+")
     if "transformer.ConvBlock2D0.0.conv.weight" not in backbone and "transformer.ConvBlock3D0.0.conv.weight" not in backbone:
         raise CheckpointError(f"{where}: not a UniMiSS+ pretraining checkpoint: no MiT+ stem "
                               "('transformer.ConvBlock2D0'/'ConvBlock3D0') found")
