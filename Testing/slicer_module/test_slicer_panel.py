@@ -71,7 +71,7 @@ def select(combo, data):
     combo.setCurrentIndex(index)
 
 
-def test_segment_the_sample_ct_with_progress_and_the_model_that_ran(panel):
+def test_segment_the_sample_ct_with_progress_and_the_model_that_ran(panel, home):
     widget, ui, messages = panel
     slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "a labelmap loaded first")
     volume = load_ct("CT abdomen (sample)", SAMPLE_CT)
@@ -95,7 +95,9 @@ def test_segment_the_sample_ct_with_progress_and_the_model_that_ran(panel):
     assert not messages.errors
     nodes = slicer.util.getNodesByClass("vtkMRMLSegmentationNode")
     assert len(nodes) == 1 and ui.exportSegmentationSelector.currentNode() is nodes[0]
-    assert ui.statusLabel.text == f"Done: '{nodes[0].GetName()}', 2 segments, by test-ct@1.0.0."
+    # The status names the copy that ran: here the user's package, by its folder.
+    assert ui.statusLabel.text == (f"Done: '{nodes[0].GetName()}', 2 segments, by test-ct@1.0.0 "
+                                   f"({home / 'models' / 'test-ct-1.0.0'}).")
     assert ui.segmentButton.text == "Segment" and ui.progressBar.value == 100
     assert not unwrap(widget.timer).isActive()
     qt_harness.grab(widget.parent, DOCS / "panel-done.png")

@@ -403,6 +403,12 @@ def modelThatRan(outcome: ProcessOutcome) -> str | None:
     return next((r["model"] for r in outcome.results if r.get("model")), None)
 
 
+def modelOrigin(outcome: ProcessOutcome) -> str | None:
+    """Which copy of that model ran, as the core reports it: "built-in" or the package's folder."""
+    result = next((r for r in outcome.results if r.get("model")), {})
+    return "built-in" if result.get("model_origin") == "built-in" else result.get("model_path")
+
+
 def _terminology(segment) -> dict:
     # GetTerminology() appeared in Slicer 5.10; the tag works from 5.0 on.
     text = vtk.mutable("")

@@ -19,7 +19,7 @@ from slicer.util import VTKObservationMixin
 
 from .dependencies import Dependencies
 from .geometry import checkVolume
-from .logic import UniMiSSSlicerLogic, modelThatRan, oneLine
+from .logic import UniMiSSSlicerLogic, modelOrigin, modelThatRan, oneLine
 from .parameters import UniMiSSParameters
 
 EXPORT_FORMATS = (("Segmentation (.seg.nrrd)", "seg.nrrd"), ("Labelmap NRRD + colour table (.nrrd)", "nrrd"),
@@ -332,7 +332,7 @@ class UniMiSSSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.progressBar.value = 100
                 self.ui.progressBar.format = "done"
                 self.ui.statusLabel.text = (f"Done: '{node.GetName()}', {count} segment{'s' * (count != 1)}, "
-                                            f"by {modelThatRan(outcome) or 'an unnamed model'}.")
+                                            f"by {modelThatRan(outcome) or 'an unnamed model'} ({modelOrigin(outcome) or 'origin not reported'}).")
                 self.ui.exportSegmentationSelector.setCurrentNode(node)
             elif outcome.status == "cancelled":
                 self.ui.statusLabel.text = "Cancelled: nothing was added to the scene."
