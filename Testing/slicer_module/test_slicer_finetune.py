@@ -53,7 +53,8 @@ def test_finetuning_on_scene_pairs_registers_a_model_in_the_list(own_home, scene
     assert "2 local cases" in listed["my-organs@1.0.0"].summary
     assert [m["epoch"] for m in metrics] == [1]
     rows = process.chart.rows()  # the live chart: one row per epoch
-    assert len(rows) == 1 and rows[0][0] == 1 and rows[0][1] == pytest.approx(metrics[0]["loss"])
+    assert len(rows) == 1 and rows[0][0] == 1 and rows[0][2] == pytest.approx(metrics[0]["loss"])
+    assert rows[0][1] == pytest.approx(metrics[0]["minutes"])  # the chart's x axis
     assert scene.IsNodePresent(process.chart.chart)
     # The new model segments at once.
     segmented = logic.segment(pairs[0][0], "my-organs").wait(timeout=120)

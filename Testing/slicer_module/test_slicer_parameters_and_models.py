@@ -69,11 +69,30 @@ def test_the_training_chart_shows_each_epoch_and_goes_away(scene):
 
     before = scene.GetNumberOfNodes()
     chart = TrainingChart()
-    chart.add({"event": "metric", "epoch": 1, "loss": 0.9, "val_dice": {"liver": 0.2, "spleen": 0.4}})
-    chart.add({"event": "metric", "epoch": 2, "loss": 0.5, "val_dice": {"liver": 0.6, "spleen": 0.8}})
-    assert chart.rows() == [(1.0, 0.9, pytest.approx(0.3)), (2.0, 0.5, pytest.approx(0.7))]
-    assert chart.chart.GetNumberOfPlotSeriesNodes() == 2
-    assert {chart.chart.GetNthPlotSeriesNode(i).GetYColumnName() for i in range(2)} == {"loss", "validation Dice"}
+    chart.add({"event": "metric", "epoch": 1, "minutes": 0.5, "loss": 0.9, "val_dice": {"liver": 0.2, "spleen": 0.4}})
+    chart.add({"event": "metric", "epoch": 2, "minutes": 1.25, "loss": 0.5, "val_dice": {"liver": 0.6, "spleen": 0.8}})
+    rows = chart.rows()
+    assert [row[:4] for row in rows] == [(1.0, 0.5, 0.9, pytest.approx(0.3)), (2.0, 1.25, 0.5, pytest.approx(0.7))]
+    assert chart.chart.GetNumberOfPlotSeriesNodes() == 2  # from scratch: no base model to compare with
+    series = [chart.chart.GetNthPlotSeriesNode(i) for i in range(2)]
+    assert {s.GetYColumnName() for s in series} == {"loss", "validation Dice"}
+    assert {s.GetXColumnName() for s in series} == {"minutes"} and chart.chart.GetXAxisTitle() == "minutes"
+    chart.remove()
+    assert scene.GetNumberOfNodes() == before
+
+
+def test_the_training_chart_shows_the_base_models_dice_beside_the_new_ones(scene):
+    from UniMiSSSlicerLib.chart import TrainingChart
+
+    before = scene.GetNumberOfNodes()
+    chart = TrainingChart()
+    chart.add({"event": "metric", "epoch": 1, "minutes": 2.0, "loss": 0.8, "val_dice": {"liver": 0.5},
+               "base_val_dice": {"liver": 0.7}})
+    chart.add({"event": "metric", "epoch": 2, "minutes": 4.0, "loss": 0.6, "val_dice": {"liver": 0.9},
+               "base_val_dice": {"liver": 0.7}})
+    assert [row[4] for row in chart.rows()] == [pytest.approx(0.7), pytest.approx(0.7)]
+    assert chart.chart.GetNumberOfPlotSeriesNodes() == 3
+    assert chart.chart.GetNthPlotSeriesNode(2).GetYColumnName() == "base model Dice"
     chart.remove()
     assert scene.GetNumberOfNodes() == before
 

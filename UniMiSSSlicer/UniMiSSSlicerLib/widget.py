@@ -17,6 +17,7 @@ import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
+from .chart import meanDice
 from .dependencies import Dependencies
 from .geometry import checkVolume
 from .logic import UniMiSSSlicerLogic, modelOrigin, modelThatRan, oneLine
@@ -434,7 +435,7 @@ class UniMiSSSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.timer.start()
 
     def showChart(self, chart):
-        """The live chart (loss and validation Dice per epoch) in the panel, under the progress bar."""
+        """The live chart (loss, validation Dice and the base model's Dice against minutes) in the panel."""
         if self._chartView is None:
             self._chartView = slicer.qMRMLPlotView()
             self._chartView.setMinimumHeight(180)
@@ -447,10 +448,11 @@ class UniMiSSSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if event.get("event") != "metric":
             self.showEvent(event, self.ui.trainingProgressBar, self.ui.trainingStatusLabel)
             return
-        dice = event.get("val_dice") or {}
         text = f"Epoch {event['epoch']}: loss {event.get('loss', float('nan')):.3f}"
-        if dice:
-            text += f", validation Dice {sum(dice.values()) / len(dice):.3f}"
+        if event.get("val_dice"):
+            text += f", validation Dice {meanDice(event['val_dice']):.3f}"
+            if event.get("base_val_dice"):
+                text += f" (base model {meanDice(event['base_val_dice']):.3f})"
         if event.get("eta_s"):
             text += f"; about {max(1, round(event['eta_s'] / 60))} min left"
         self.ui.trainingStatusLabel.text = text
