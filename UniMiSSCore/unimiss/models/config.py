@@ -10,8 +10,25 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 
+class ImageSizes:
+    """What the MiT and MiT+ configs share: the image sizes (`img_size_2d`, `img_size_3d`) their
+    positional tables are made for, and their JSON form."""
+
+    def img_size(self, spatial_dims: int) -> tuple[int, ...]:
+        return self.img_size_2d if spatial_dims == 2 else self.img_size_3d
+
+    def with_img_size(self, spatial_dims: int, size):
+        size = tuple(int(s) for s in size)
+        if len(size) != spatial_dims:
+            raise ValueError(f"patch size {size} does not have {spatial_dims} dimensions")
+        return replace(self, **{f"img_size_{spatial_dims}d": size})
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
 @dataclass(frozen=True)
-class MiTConfig:
+class MiTConfig(ImageSizes):
     name: str
     embed_dims: tuple[int, ...] = (48, 128, 256, 512)
     depths: tuple[int, ...] = (1, 1, 1, 1)
@@ -39,19 +56,6 @@ class MiTConfig:
         for dim, heads in zip(self.embed_dims + self.decoder_dims, self.num_heads + self.decoder_heads):
             if dim % heads:
                 raise ValueError(f"MiT config {self.name!r}: width {dim} is not divisible by {heads} heads")
-
-    def img_size(self, spatial_dims: int) -> tuple[int, ...]:
-        return self.img_size_2d if spatial_dims == 2 else self.img_size_3d
-
-    def with_img_size(self, spatial_dims: int, size) -> "MiTConfig":
-        size = tuple(int(s) for s in size)
-        if len(size) != spatial_dims:
-            raise ValueError(f"patch size {size} does not have {spatial_dims} dimensions")
-        return replace(self, **{f"img_size_{spatial_dims}d": size})
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "MiTConfig":

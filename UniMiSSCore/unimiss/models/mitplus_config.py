@@ -7,9 +7,9 @@ convolutions back through the stem levels. Six levels in all, each with its own 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
-from .config import BOUNDS, MAX_MLP_RATIO
+from .config import BOUNDS, MAX_MLP_RATIO, ImageSizes
 
 # Strides of the six encoder levels (stem 0, stem 1, stages 1-4); 3D keeps the slice count where
 # the published network does.
@@ -21,7 +21,7 @@ IN_CHANNELS = {2: 3, 3: 1}  # published stems: RGB-replicated radiographs, singl
 
 
 @dataclass(frozen=True)
-class MiTPlusConfig:
+class MiTPlusConfig(ImageSizes):
     name: str = "plus"
     stem_channels: tuple[int, int] = (32, 64)
     embed_dims: tuple[int, ...] = (128, 256, 320, 320)
@@ -44,18 +44,6 @@ class MiTPlusConfig:
     def decoder_dims(self) -> tuple[int, int, int]:
         """Each decoder stage has the width of the encoder stage whose output it adds."""
         return tuple(reversed(self.embed_dims[:3]))
-
-    def img_size(self, spatial_dims: int) -> tuple[int, ...]:
-        return self.img_size_2d if spatial_dims == 2 else self.img_size_3d
-
-    def with_img_size(self, spatial_dims: int, size) -> "MiTPlusConfig":
-        size = tuple(int(s) for s in size)
-        if len(size) != spatial_dims:
-            raise ValueError(f"patch size {size} does not have {spatial_dims} dimensions")
-        return replace(self, **{f"img_size_{spatial_dims}d": size})
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "MiTPlusConfig":
