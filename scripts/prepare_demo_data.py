@@ -4,14 +4,17 @@
 
 Writes OUT_DIR/<case>.nrrd (CT) and OUT_DIR/<case>.seg.nrrd (the classes of
 scripts/demo_labels.json, with colours and SNOMED CT codes, matched by name through
-each case's labels.json; lung lobes merged) and OUT_DIR/cases.csv: training cases
-first, then the held-out validation cases. LIDC-IDRI-0001 is split along z: a slab
-through the heart and lungs is held out for validation, beside the whole ts-abdomen
-case (another patient). The labels are automatic TotalSegmentator outputs.
+each case's labels.json; lung lobes merged) for every labelled CT, each also in the two
+contrast phases it lacks (native, arterial, portal-venous in scripts/contrast_phases.py), and two lists:
+OUT_DIR/heldout.csv trains on LIDC-IDRI-0001 and ts-dicom and validates on the
+ts-abdomen patient (native and arterial) for the report; OUT_DIR/all.csv trains on
+every case, for the shipped model. The labels are automatic TotalSegmentator outputs.
 
 For the radiograph model it also writes OUT_DIR/chest/lidc.nrrd and lidc.seg.nrrd:
 the whole chest CT with the radiograph classes (lungs, heart, clavicles, in drawing
-order), the input of `unimiss drr`.
+order), the input of `unimiss drr`, and OUT_DIR/chest/ricord.nrrd and ricord.seg.nrrd:
+the unlabelled RICORD-1B chest CT with its lungs found by threshold (another patient's
+DRRs, to measure the lungs on).
 """
 from __future__ import annotations
 
@@ -21,12 +24,14 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from unimiss.data import ImageData, Label, read_image, write_labelmap
 
+from contrast_phases import TARGETS, enhance, phase_of
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct"
 TABLE = json.loads((Path(__file__).with_name("demo_labels.json")).read_text())["labels"]
-VALIDATION_SLAB = (70, 100)  # LIDC-IDRI-0001 slices (inferior to superior): heart, both lungs, aorta
 
 
 def merged_labels(case: Path, labelmap: ImageData, classes) -> np.ndarray:
@@ -39,10 +44,38 @@ def merged_labels(case: Path, labelmap: ImageData, classes) -> np.ndarray:
     return out
 
 
-def slab(image: ImageData, z0: int, z1: int) -> ImageData:
-    direction = np.reshape(image.direction, (3, 3))
-    origin = np.array(image.origin) + direction @ np.array([0.0, 0.0, z0 * image.spacing[2]])
-    return ImageData(image.array[z0:z1], image.spacing, tuple(origin), image.direction)
+def threshold_lungs(image: ImageData) -> np.ndarray:
+    """Lung labels of a chest CT by threshold: air (below -400 HU) enclosed by the body, without the airways
+    (pieces under 5 cm2 in a slice: trachea, bronchi) and bowel gas (the lungs are the large pieces left in 3D;
+    a closing of 5 mm takes in their vessels), left and
+    right by which side of the body's midline they lie (x grows to the patient's left in LPS)."""
+    oriented = sitk.DICOMOrient(image.to_sitk(), "LPS")
+    hu = sitk.GetArrayFromImage(oriented)
+    body = np.zeros(hu.shape, bool)
+    for z in range(hu.shape[0]):  # per slice: what the air outside the patient does not reach
+        outside, _ = ndimage.label(hu[z] < -400)
+        edge = np.unique(np.concatenate([outside[0], outside[-1], outside[:, 0], outside[:, -1]]))
+        body[z] = ~np.isin(outside, edge[edge > 0])
+    air = body & (hu < -400)
+    pixel_mm2 = oriented.GetSpacing()[0] * oriented.GetSpacing()[1]
+    for z in range(hu.shape[0]):  # the airways: small pieces of air in a slice (trachea, bronchi, 2-4 cm2)
+        pieces, count = ndimage.label(air[z])
+        sizes = ndimage.sum(air[z], pieces, range(1, count + 1)) * pixel_mm2
+        air[z] = np.isin(pieces, 1 + np.flatnonzero(sizes >= 500))
+    pieces, count = ndimage.label(air)  # the lungs: the pieces of air left, in 3D, at least a quarter of the largest
+    sizes = ndimage.sum(air, pieces, range(1, count + 1))
+    lungs = np.isin(pieces, 1 + np.flatnonzero(sizes >= 0.25 * sizes.max())[:2])
+    radius = [max(1, round(5.0 / s)) for s in oriented.GetSpacing()[::-1]]
+    lungs = ndimage.binary_closing(lungs, structure=np.ones([2 * r + 1 for r in radius], bool))
+    midline = np.nonzero(body.any(axis=(0, 1)))[0].mean()
+    out = np.zeros(hu.shape, np.uint8)
+    x = np.arange(hu.shape[2])[None, None, :]
+    out[lungs & (x < midline)] = 2   # lung_right
+    out[lungs & (x >= midline)] = 1  # lung_left
+    labels = sitk.GetImageFromArray(out)
+    labels.CopyInformation(oriented)
+    labels = sitk.Resample(labels, image.to_sitk(), sitk.Transform(), sitk.sitkNearestNeighbor)
+    return sitk.GetArrayFromImage(labels)
 
 
 def main():
@@ -60,30 +93,35 @@ def main():
     write_labelmap(image.with_array(merged_labels(lidc, read_image(lidc / "labels.nii.gz"), chest)),
                    out / "chest" / "lidc.seg.nrrd", chest_labels)
 
+    ricord = read_image(DATA / "ricord-1b" / "image.nii.gz")  # unlabelled: lungs by threshold, for DRRs of another patient
+    sitk.WriteImage(ricord.to_sitk(), str(out / "chest" / "ricord.nrrd"), True)
+    write_labelmap(ricord.with_array(threshold_lungs(ricord)), out / "chest" / "ricord.seg.nrrd", chest_labels[:2])
+
     classes = [c for c in TABLE if not c.get("radiograph_only")]
     labels = [Label(v, c["name"], tuple(c["color"]), c["terminology"]) for v, c in enumerate(classes, start=1)]
-    cases = {}
+    rng = np.random.default_rng(0)
+    written = {}
     for name, source in (("lidc", "lidc-idri-0001"), ("ts-dicom", "ts-dicom"), ("ts-abdomen", "ts-abdomen")):
         folder = DATA / source
         image = read_image(folder / "dicom" if (folder / "dicom").is_dir() else folder / "image.nii.gz")
         labelmap = read_image(folder / "labels.nii.gz")
-        cases[name] = (image, image.with_array(merged_labels(folder, labelmap, classes)))
-    image, labelmap = cases.pop("lidc")
-    z0, z1 = VALIDATION_SLAB
-    cases["lidc-inferior"] = (slab(image, 0, z0), slab(labelmap, 0, z0))
-    cases["lidc-superior"] = (slab(image, z1, image.array.shape[0]), slab(labelmap, z1, image.array.shape[0]))
-    cases["lidc-slab"] = (slab(image, z0, z1), slab(labelmap, z0, z1))
-    order = ["lidc-inferior", "lidc-superior", "ts-dicom", "ts-abdomen", "lidc-slab"]  # the last two: validation
-    rows = ["image,label"]
-    for name in order:
-        image, labelmap = cases[name]
-        sitk.WriteImage(image.to_sitk(), str(out / f"{name}.nrrd"), True)
-        write_labelmap(labelmap, out / f"{name}.seg.nrrd", labels)
-        rows.append(f"{name}.nrrd,{name}.seg.nrrd")
-        present = [l.name for l in labels if (labelmap.array == l.value).any()]
-        print(f"{name}: {image.array.shape[::-1]} voxels, {', '.join(present)}")
-    (out / "cases.csv").write_text("\n".join(rows) + "\n")
-
+        names = {v: int(k) for k, v in json.loads((folder / "labels.json").read_text())["labels"].items()}
+        merged = image.with_array(merged_labels(folder, labelmap, classes))
+        spacing_zyx = tuple(image.spacing[::-1])
+        original = phase_of(image.array, labelmap.array, names)
+        for phase in [original] + [p for p in TARGETS if p != original]:
+            case = name if phase == original else f"{name}-{phase}"
+            hu = image.array if phase == original else enhance(image.array, labelmap.array, names, spacing_zyx,
+                                                               phase, rng)
+            sitk.WriteImage(image.with_array(hu).to_sitk(), str(out / f"{case}.nrrd"), True)
+            write_labelmap(merged, out / f"{case}.seg.nrrd", labels)
+            written[case] = f"{case}.nrrd,{case}.seg.nrrd"
+        present = [l.name for l in labels if (merged.array == l.value).any()]
+        print(f"{name} ({original}): {image.array.shape[::-1]} voxels, {', '.join(present)}")
+    held_out = ["ts-abdomen", "ts-abdomen-arterial"]  # the last rows validate (unimiss finetune --validation 2)
+    training = [c for c in written if not c.startswith("ts-abdomen")]
+    (out / "heldout.csv").write_text("\n".join(["image,label"] + [written[c] for c in training + held_out]) + "\n")
+    (out / "all.csv").write_text("\n".join(["image,label"] + list(written.values())) + "\n")
 
 if __name__ == "__main__":
     main()

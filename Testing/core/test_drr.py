@@ -79,3 +79,35 @@ def test_drr_command_writes_training_pairs(chest, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "unimiss", "drr", str(DATA / "xray" / "tbx11k-h0001.png"), "-o",
                            str(tmp_path / "x")], capture_output=True, text=True)
     assert proc.returncode == 2 and "needs a CT volume" in proc.stderr
+
+
+def test_matched_radiographs_take_on_a_real_radiographs_grey_levels(chest):
+    """With real radiographs to match, a DRR's grey-level histogram is theirs (a reader sees dark lungs and
+    bright bones as on the real ones), while its masks stay where the anatomy is."""
+    from unimiss.cli import _grey_levels
+    real = _grey_levels(DATA / "xray" / "tbx11k-h0001.png", 128)
+    projector = Projector(*chest, rotations=(0.0,))
+    matched = [projector.radiograph(np.random.default_rng(seed), size=128, references=[real]) for seed in range(6)]
+    plain = [projector.radiograph(np.random.default_rng(seed), size=128) for seed in range(6)]
+    distance = lambda image: np.abs(np.sort(image.array.ravel()).astype(float)  # noqa: E731
+                                    - np.sort(real.ravel())).mean()
+    assert np.median([distance(i) for i, _ in matched]) < 0.3 * np.median([distance(i) for i, _ in plain])
+    for image, masks in matched:
+        lungs, heart = np.isin(masks.array, (1, 2)), masks.array == 3
+        assert image.array[lungs].mean() < image.array[heart].mean()
+
+
+def test_patient_rotation_turns_the_anatomy(chest):
+    """Rotating the patient about the long axis moves the heart sideways in the projection."""
+    ct, labelmap, labels = chest
+    straight, turned = (Projector(ct, labelmap, labels, rotations=(a,)) for a in (0.0, 15.0))
+    heart = [centre(p.radiograph(np.random.default_rng(0), 128, randomise=False)[1].array == 3)[1]
+             for p in (straight, turned)]
+    assert abs(heart[0] - heart[1]) > 2
+
+
+def test_match_refuses_a_volume(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "unimiss", "drr", str(LIDC / "image.nii.gz"), "-o", str(tmp_path),
+                           "--match", str(LIDC / "image.nii.gz")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "image.nii.gz: --match takes radiographs" in proc.stderr
+    assert "Traceback" not in proc.stderr

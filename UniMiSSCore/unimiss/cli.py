@@ -154,9 +154,11 @@ def _drr(args) -> int:
     rng = np.random.default_rng(args.seed)
     stem = case_name(args.ct)
     rows = []
-    projector = Projector(ct, labelmap, labels)
+    references = [_grey_levels(p, args.size) for p in _radiograph_files(args.match)]
+    rotations = (0.0,) if args.plain else (-8.0, -4.0, 0.0, 4.0, 8.0)
+    projector = Projector(ct, labelmap, labels, rotations=rotations)
     for i in range(args.count):
-        image, masks = projector.radiograph(rng, size=args.size, randomise=not args.plain)
+        image, masks = projector.radiograph(rng, size=args.size, randomise=not args.plain, references=references)
         name = f"{stem}-drr{i:03d}"
         with atomic_output(out / f"{name}.nrrd") as tmp:
             sitk.WriteImage(image.to_sitk(), str(tmp), True)
@@ -168,6 +170,29 @@ def _drr(args) -> int:
             csv.writer(table, lineterminator="\n").writerows([("image", "label"), *rows])  # quotes what needs it
     print(f"wrote {args.count} radiographs to {out}", file=sys.stderr)
     return 0
+
+
+def _radiograph_files(paths) -> list[Path]:
+    from .data.inputs import expand_inputs
+
+    return [Path(p) for p in expand_inputs(paths)] if paths else []
+
+
+def _grey_levels(path: Path, size: int):
+    """A radiograph's pixels as uint8 on a size x size grid: the grey levels DRRs are matched to."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from .data.io import read_image
+
+    image = read_image(path)
+    if image.dimension != 2:
+        raise ValueError(f"{path}: --match takes radiographs (2D images), this is a volume")
+    array = sitk.GetArrayFromImage(sitk.Resample(sitk.GetImageFromArray(image.array.astype(np.float32)),
+                                                 [size, size], sitk.Transform(), sitk.sitkLinear,
+                                                 (0.0, 0.0), [image.array.shape[1] / size, image.array.shape[0] / size]))
+    low, high = np.percentile(array, (0.5, 99.5))
+    return np.clip((array - low) / max(high - low, 1e-6) * 255, 0, 255).astype(np.uint8)
 
 
 def _evaluate(args) -> int:
@@ -429,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     drr.add_argument("--size", type=int, default=512, help="pixels per side")
     drr.add_argument("--seed", type=int, default=0, help="random seed of the randomised geometry and intensity")
     drr.add_argument("--plain", action="store_true", help="no randomised geometry or intensity")
+    drr.add_argument("--match", nargs="+", metavar="RADIOGRAPH",
+                     help="real radiographs (files or folders): the DRRs take on their grey-level distributions")
     drr.set_defaults(func=_drr)
 
     ev = commands.add_parser("evaluate", help="Dice and mean surface distance per label, as JSON",

@@ -1,9 +1,10 @@
 """Digitally reconstructed radiographs: a CT and its labels projected to a frontal radiograph and 2D masks.
 
-The bridge UniMiSS+ uses between 3D and 2D: labelled CTs become labelled
-radiographs. Parallel projection along the anterior-posterior axis (not a cone
-beam), with randomised geometry and intensity so that one CT gives many varied
-training images.
+The bridge UniMiSS+ uses between 3D and 2D: labelled CTs become labelled radiographs. Parallel projection
+along the anterior-posterior axis (not a cone beam). Each radiograph is randomised the way real ones vary:
+patient rotation about the long axis, tube voltage (bone contrast), exposure, scatter, detector blur and
+noise, field of view and collimation, and the grey-level response of the detector and its processing,
+which can be taken from real radiographs (histogram matching), so that one CT gives many varied images.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import math
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from .image import ImageData
 
@@ -20,66 +22,135 @@ MU_WATER_PER_MM = 0.02  # linear attenuation of water near 70 keV, 1/mm
 class Projector:
     """Projects one CT (and its labels) into any number of randomised radiographs.
 
-    The line integrals are computed once; each radiograph then only costs 2D work.
-    Rows run from head to feet, columns from the patient's right to left (the usual
-    display of a frontal chest radiograph). A pixel gets a label where the ray crosses
-    at least `min_depth_fraction` of the structure's largest depth, which keeps thin
-    margins out (e.g. the lung recesses behind the liver, invisible on a radiograph);
-    labels later in `labels` are drawn over earlier ones (the heart over the lungs,
-    clavicles over both).
+    The line integrals are computed once per patient rotation in `rotations` (degrees about the long axis);
+    each radiograph then only costs 2D work. Rows run from head to feet, columns from the patient's right to
+    left (the usual display of a frontal chest radiograph). A pixel gets a label where the ray crosses at
+    least `min_depth_fraction` of the structure's largest depth, so the masks follow what a reader outlines:
+    the thin lung recesses behind the diaphragm's dome stay out. Labels later in `labels` are drawn over earlier ones (the heart over the lungs, clavicles
+    over both), so the lung fields exclude the cardiac silhouette.
     """
 
-    def __init__(self, ct: ImageData, labelmap: ImageData | None = None, labels=(), min_depth_fraction: float = 0.25):
+    def __init__(self, ct: ImageData, labelmap: ImageData | None = None, labels=(), min_depth_fraction: float = 0.25,
+                 rotations=(0.0,)):
         volume = sitk.DICOMOrient(ct.to_sitk(), "LPS")  # axes: z inferior->superior, y anterior->posterior, x right->left
-        hu = sitk.GetArrayFromImage(volume).astype(np.float32)
+        lab = sitk.DICOMOrient(labelmap.to_sitk(), "LPS") if labelmap is not None else None
         sx, sy, sz = volume.GetSpacing()
-        mu = np.clip(1.0 + hu / 1000.0, 0.0, None)
-        # Bone contrast varies with the tube voltage: the path integral is linear in that factor,
-        # so keep its two parts apart and mix them per radiograph.
-        self.soft = (mu.sum(axis=1) * sy * MU_WATER_PER_MM)[::-1]
-        self.bone = ((mu * np.clip(hu - 200.0, 0.0, None) / 1000.0).sum(axis=1) * sy * MU_WATER_PER_MM)[::-1]
         self.spacing = (sx, sz)
-        self.masks = np.zeros(self.soft.shape, np.uint8)
-        if labelmap is not None:
-            lab = sitk.GetArrayFromImage(sitk.DICOMOrient(labelmap.to_sitk(), "LPS"))
-            for label in labels:
-                depth = (lab == label.value).sum(axis=1)[::-1]
-                if depth.max() > 0:
-                    self.masks[depth >= min_depth_fraction * depth.max()] = label.value
+        self.views = []  # per rotation: (soft-tissue path, bone path, masks)
+        for angle in rotations:
+            hu_image, lab_image = _rotated(volume, angle, -1024.0), _rotated(lab, angle, 0) if lab else None
+            hu = sitk.GetArrayFromImage(hu_image).astype(np.float32)
+            hu[hu < -1024] = -1024  # outside a scanner's field of view: air
+            mu = np.clip(1.0 + hu / 1000.0, 0.0, None)
+            # Bone contrast varies with the tube voltage: the path integral is linear in that factor,
+            # so keep its two parts apart and mix them per radiograph.
+            soft = (mu.sum(axis=1) * sy * MU_WATER_PER_MM)[::-1]
+            bone = ((mu * np.clip(hu - 200.0, 0.0, None) / 1000.0).sum(axis=1) * sy * MU_WATER_PER_MM)[::-1]
+            masks = np.zeros(soft.shape, np.uint8)
+            if lab_image is not None:
+                lab_array = sitk.GetArrayFromImage(lab_image)
+                for label in labels:
+                    depth = (lab_array == label.value).sum(axis=1)[::-1].astype(np.float32)
+                    if depth.max() > 0:
+                        masks[depth >= min_depth_fraction * depth.max()] = label.value
+            self.views.append((soft, bone, masks))
 
-    def radiograph(self, rng: np.random.Generator, size: int = 512, randomise: bool = True):
-        """(radiograph, 2D labelmap): uint8 image on a size x size grid, labels on the same grid."""
-        bone = rng.uniform(0.0, 0.6) if randomise else 0.3
-        gain = rng.uniform(0.7, 1.3) if randomise else 1.0
-        path = self.soft + bone * self.bone
-        image = 1.0 - np.exp(-gain * path / max(float(np.percentile(path, 99)), 1e-6) * 2.0)
+    def radiograph(self, rng: np.random.Generator, size: int = 512, randomise: bool = True, references=()):
+        """(radiograph, 2D labelmap): uint8 image on a size x size grid, labels on the same grid.
+
+        `references`: uint8 arrays of real radiographs; a randomised radiograph takes on the grey-level
+        distribution of one of them."""
+        soft, bone, masks = self.views[int(rng.integers(len(self.views)))] if randomise else self.views[0]
+        bone_weight = rng.uniform(0.4, 1.6) if randomise else 0.8
+        path = soft + bone_weight * bone
+        # Beer-Lambert: the detector sees exp(-path) plus scatter (a wide blur of it), blurred and noisy.
+        exposure = np.exp(-path * (rng.uniform(0.8, 1.2) if randomise else 1.0))
+        pixel = min(self.spacing)
+        if randomise:
+            exposure = exposure + rng.uniform(0.0, 0.15) * ndimage.gaussian_filter(exposure, rng.uniform(15, 40) / pixel)
+            exposure = ndimage.gaussian_filter(exposure, rng.uniform(0.2, 1.0) / pixel)
+            exposure = exposure * (1 + rng.normal(0, rng.uniform(0.0, 0.03), exposure.shape))
+        density = -np.log(np.clip(exposure, 1e-6, None))  # what radiographs display: bright where attenuating
+        low, high = np.percentile(density, 1), np.percentile(density, 99.5)
+        image = np.clip((density - low) / max(high - low, 1e-6), 0, 1)
         projection = sitk.GetImageFromArray(image.astype(np.float32))
         projection.SetSpacing(self.spacing)
-        label_image = sitk.GetImageFromArray(self.masks)
+        label_image = sitk.GetImageFromArray(masks)
         label_image.CopyInformation(projection)
-        return _square(projection, label_image, rng, size, randomise)
+        out, lab, geometry = _square(projection, label_image, _frame(masks, self.spacing), rng, size, randomise)
+        if randomise:
+            out = _response(out, rng, references)
+            out = _collimate(out, rng)
+        out = np.clip(out * 255.0, 0, 255).astype(np.uint8)
+        return ImageData(out, *geometry), ImageData(lab.astype(np.uint8), *geometry)
 
 
-def _square(image: sitk.Image, labels: sitk.Image, rng, size: int, randomise: bool):
-    """Resample onto a square grid with a random rotation, zoom and shift; random contrast and noise."""
-    extent = np.array(image.GetSize()) * np.array(image.GetSpacing())
-    centre = extent / 2 - np.array(image.GetSpacing()) / 2
-    spacing = float(extent.max()) / size
+def _rotated(volume: sitk.Image, degrees: float, fill):
+    """The volume turned about its long (z) axis through its centre, on its own grid."""
+    if volume is None or degrees == 0:
+        return volume
+    centre = volume.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in volume.GetSize()])
+    transform = sitk.Euler3DTransform(centre, 0.0, 0.0, math.radians(degrees))
+    interpolator = sitk.sitkLinear if fill != 0 else sitk.sitkNearestNeighbor
+    return sitk.Resample(volume, volume, transform, interpolator, fill, volume.GetPixelID())
+
+
+def _frame(masks: np.ndarray, spacing):
+    """(centre, side) in mm of the field a radiograph shows: the labelled structures with a margin of
+    about a fifth on each side (a chest radiograph frames the lungs, not the abdomen below them), or the
+    whole projection without labels."""
+    spacing = np.asarray(spacing, float)
+    rows, cols = np.nonzero(masks)
+    if rows.size == 0:
+        extent = np.array(masks.shape[::-1]) * spacing
+        return extent / 2 - spacing / 2, float(extent.max())
+    low, high = np.array([cols.min(), rows.min()]), np.array([cols.max(), rows.max()])
+    return (low + high) / 2 * spacing, float(((high - low + 1) * spacing).max()) * 1.4
+
+
+def _square(image: sitk.Image, labels: sitk.Image, frame, rng, size: int, randomise: bool):
+    """Resample `frame` onto a square grid with a random in-plane rotation, field of view and shift."""
+    centre, side = frame
+    extent = np.array([side, side])
+    spacing = side / size
     transform = sitk.Euler2DTransform()
     transform.SetCenter(centre.tolist())
     if randomise:
         transform.SetAngle(math.radians(rng.uniform(-6, 6)))
-        transform.SetTranslation((rng.uniform(-0.04, 0.04, 2) * extent).tolist())
-        spacing *= rng.uniform(0.85, 1.1)
+        transform.SetTranslation((rng.uniform(-0.06, 0.06, 2) * extent).tolist())
+        spacing *= rng.uniform(0.8, 1.25)
     origin = (centre - spacing * (size - 1) / 2).tolist()
     grid = dict(size=[size, size], outputOrigin=origin, outputSpacing=[spacing, spacing], outputDirection=[1, 0, 0, 1])
+    # Beyond the CT (above the neck, beside a narrow field of view) the nearest edge continues.
     out = sitk.GetArrayFromImage(sitk.Resample(image, transform=transform, interpolator=sitk.sitkLinear,
-                                               defaultPixelValue=0.0, **grid))
+                                               useNearestNeighborExtrapolator=True, **grid))
     lab = sitk.GetArrayFromImage(sitk.Resample(labels, transform=transform, interpolator=sitk.sitkNearestNeighbor,
                                                defaultPixelValue=0, **grid))
-    if randomise:
-        out = np.clip(out, 0, 1) ** rng.uniform(0.7, 1.5)
-        out = out + rng.normal(0, rng.uniform(0, 0.02), out.shape)
-    out = np.clip(out * 255.0, 0, 255).astype(np.uint8)
-    geometry = ((spacing, spacing), tuple(origin), (1.0, 0.0, 0.0, 1.0))
-    return ImageData(out, *geometry), ImageData(lab.astype(np.uint8), *geometry)
+    return out, lab, ((spacing, spacing), tuple(origin), (1.0, 0.0, 0.0, 1.0))
+
+
+def _response(image: np.ndarray, rng, references) -> np.ndarray:
+    """The detector's and processing's grey-level curve: a real radiograph's histogram when given, else an
+    S-curve of random slope and centre and a random gamma; values 0..1."""
+    if len(references):
+        reference = references[int(rng.integers(len(references)))].ravel()
+        ranks = np.argsort(np.argsort(image.ravel(), kind="stable"), kind="stable") / max(image.size - 1, 1)
+        return (np.quantile(reference, ranks) / 255.0).reshape(image.shape)
+    slope = rng.uniform(4, 10)
+    centre = rng.uniform(0.35, 0.65)
+    curve = 1 / (1 + np.exp(-slope * (image - centre)))
+    lo, hi = 1 / (1 + np.exp(slope * centre)), 1 / (1 + np.exp(-slope * (1 - centre)))
+    return np.clip((curve - lo) / (hi - lo), 0, 1) ** rng.uniform(0.7, 1.4)
+
+
+def _collimate(image: np.ndarray, rng) -> np.ndarray:
+    """Now and then a collimator's edge: a band along a side, unexposed (bright) or cropped (black)."""
+    out = image.copy()
+    n = image.shape[0]
+    for side in range(4):
+        if rng.random() < 0.15:
+            width = int(rng.uniform(0.02, 0.1) * n)
+            band = (slice(None, width), slice(None)) if side < 2 else (slice(None), slice(None, width))
+            view = out if side % 2 == 0 else out[::-1, ::-1]
+            view[band] = rng.choice([0.0, rng.uniform(0.85, 1.0)])
+    return out

@@ -76,6 +76,17 @@ class Predictor:
     def num_classes(self) -> int:
         return self.package.meta["network"]["num_classes"]
 
+    def _mirrored_classes(self) -> list[int]:
+        """Channel order that exchanges each *left* class with its *right* namesake (kidney_left, kidney_right)."""
+        order = list(range(self.num_classes))
+        value = {label.name: label.value for label in self.package.labels}
+        for name, v in value.items():
+            for a, b in (("left", "right"), ("right", "left")):
+                twin = name.replace(a, b)
+                if a in name and twin in value and v < self.num_classes:
+                    order[v] = value[twin]
+        return order
+
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         context = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast
                    else contextlib.nullcontext())
@@ -85,11 +96,14 @@ class Predictor:
             axes = range(2, batch.ndim)
             flips = [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
         total = None
+        sides = batch.ndim - 1  # the last axis runs from the patient's right to left (LPS; radiographs as viewed)
         with torch.inference_mode(), context:
             for dims in flips:
                 x = batch.flip(dims) if dims else batch
                 p = torch.softmax(self.network(x).float(), dim=1)
                 p = p.flip(dims) if dims else p
+                if sides in dims:  # a mirrored patient's left organs look like right ones: swap them back
+                    p = p[:, self._mirrored_classes()]
                 total = p if total is None else total + p
         return total / len(flips)
 

@@ -55,10 +55,13 @@ def crop(array: np.ndarray, centre, patch, fill) -> np.ndarray:
     return out
 
 
-def augment(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, p_spatial: float = 0.5):
-    """Per patch: rotation (+-20 degrees in the slice plane, +-8 out of it in 3D) and scaling (0.8-1.25) with
-    probability `p_spatial`; then brightness, contrast, gamma and noise, as nnU-Net does, at the cost of
-    one resampling of the batch.
+def augment(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, p_spatial: float = 0.5,
+            p_cropped: float = 0.15):
+    """Per patch: rotation (+-20 degrees in the slice plane, +-8 out of it in 3D) and scaling (0.7-1.4, as
+    nnU-Net) with probability `p_spatial`; then brightness, contrast, gamma and noise, as nnU-Net does, at
+    the cost of one resampling of the batch. With probability `p_cropped` the patch looks like a scan cropped
+    around an organ: beyond a random box (up to a quarter off each side) there is nothing, as beyond the edge
+    of an image that inference pads with its minimum.
 
     No mirroring: left and right structures carry different labels.
     """
@@ -70,12 +73,20 @@ def augment(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generat
         theta = torch.eye(nd, nd + 1).repeat(b, 1, 1)
         rotation = _rotation(nd, (rand(b, 3) * 2 - 1) * torch.tensor([math.radians(20), math.radians(8),
                                                                      math.radians(8)]))
-        scale = torch.exp((rand(b) * 2 - 1) * math.log(1.25))
+        scale = torch.exp((rand(b) * 2 - 1) * math.log(1.4))
         theta[:, :, :nd] = rotation / scale[:, None, None]
         theta[~spatial] = torch.eye(nd, nd + 1)
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
         labels = F.grid_sample(labels[:, None].float(), grid, mode="nearest", align_corners=False)[:, 0].long()
+    for i in torch.nonzero(rand(b) < p_cropped).flatten().tolist():
+        size = torch.tensor(images.shape[2:])
+        low = (rand(nd) * 0.25 * size).long()
+        high = size - (rand(nd) * 0.25 * size).long()
+        inside = torch.zeros(images.shape[2:], dtype=torch.bool)
+        inside[tuple(slice(int(a), int(z)) for a, z in zip(low, high))] = True
+        images[i, :, ~inside] = images[i].min()
+        labels[i, ~inside] = 0
     shape = (b,) + (1,) * (images.ndim - 1)
     mean = images.mean(dim=tuple(range(1, images.ndim)), keepdim=True)
     images = (images - mean) * (0.75 + 0.5 * rand(shape)) + mean            # contrast
