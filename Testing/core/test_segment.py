@@ -162,3 +162,24 @@ def test_evaluate_reports_dice_and_surface_distance(model_home, tmp_path):
         if v["voxels_ref"] > 1000:
             assert 0.5 < v["dice"] < 1.0
             assert 0.1 < v["mean_surface_distance_mm"] < 1.5 * image.GetSpacing()[0]
+
+
+def test_evaluate_leaves_a_class_neither_side_holds_unscored(tmp_path):
+    """A class absent from both labelmaps says nothing about the model: Dice null, outside the mean, as
+    fine-tuning's validation scores it (one rule for both)."""
+    from unimiss.data import ImageData, Label, write_labelmap
+    from unimiss.evaluation import evaluate_files
+    from unimiss.training.losses import dice_per_class
+    import torch
+    ref = np.zeros((4, 8, 8), np.uint8)
+    ref[1:3, 2:6, 2:6] = 1
+    pred = ref.copy()
+    pred[1:3, 2:6, 2:4] = 0
+    labels = [Label(1, "liver"), Label(2, "spleen")]
+    for name, array in (("ref", ref), ("pred", pred)):
+        write_labelmap(ImageData(array, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)),
+                       tmp_path / f"{name}.seg.nrrd", labels)
+    report = evaluate_files(tmp_path / "pred.seg.nrrd", tmp_path / "ref.seg.nrrd")
+    assert report["labels"]["spleen"]["dice"] is None
+    assert report["mean_dice"] == report["labels"]["liver"]["dice"] == pytest.approx(2 * 16 / (16 + 32))
+    assert dice_per_class(torch.from_numpy(pred), torch.from_numpy(ref), 3) == [report["labels"]["liver"]["dice"], None]

@@ -294,7 +294,8 @@ label table beside it that names the values (CASE.ctbl, CASE.json as TotalSegmen
 or a Decathlon / nnU-Net dataset.json in its folder or the folder above). Classes are matched by
 name (letter case, spaces, '_' and '-' ignored), so the two may number them differently. A labelmap
 with unnamed values is refused, unless --match-by-value pairs equal values (and says so).
-Prints JSON: per label its Dice and mean surface distance (mm), and the mean Dice.
+Prints JSON: per label its Dice and mean surface distance (mm), and the mean Dice; a label that neither side
+holds has Dice null and is left out of the mean (as fine-tuning scores its validation cases).
 
   unimiss evaluate out/case.seg.nrrd reference/case.seg.nrrd > scores.json
 """

@@ -30,6 +30,12 @@ def surface_distances(a: np.ndarray, b: np.ndarray, reference: sitk.Image) -> np
     return sitk.GetArrayFromImage(distance_b)[surface_a]
 
 
+def dice_score(in_pred: int, in_ref: int, in_both: int) -> float | None:
+    """Dice from voxel counts; None (not scored) where neither side holds the class. The one rule for
+    `unimiss evaluate` and fine-tuning's validation, so that their figures agree."""
+    return 2 * in_both / (in_pred + in_ref) if in_pred + in_ref else None
+
+
 def compare(pred: ImageData, ref: ImageData, pairs: dict[str, tuple[int, int]]) -> dict:
     """Per label name: Dice and symmetric mean surface distance for (pred value, ref value) pairs."""
     if not pred.same_grid(ref):
@@ -42,7 +48,7 @@ def compare(pred: ImageData, ref: ImageData, pairs: dict[str, tuple[int, int]]) 
     for name, (pv, rv) in pairs.items():
         p, r = pred.array == pv, ref.array == rv
         n_p, n_r = int(p.sum()), int(r.sum())
-        entry = {"dice": 2 * int((p & r).sum()) / (n_p + n_r) if n_p + n_r else 1.0,
+        entry = {"dice": dice_score(n_p, n_r, int((p & r).sum())),
                  "voxels_pred": n_p, "voxels_ref": n_r}
         if n_p and n_r:
             d = np.concatenate([surface_distances(p, r, reference), surface_distances(r, p, reference)])
@@ -74,8 +80,8 @@ def evaluate_files(prediction, reference, match_by_value: bool = False,
                 f"{', '.join(names)} only in the {side}" for side, names in
                 (("prediction", only_pred), ("reference", only_ref)) if names))
     results = compare(pred, ref, pairs)
-    dice = [r["dice"] for r in results.values()]
-    return {"labels": results, "mean_dice": sum(dice) / len(dice), "matched_by": "value" if match_by_value else "name",
+    dice = [r["dice"] for r in results.values() if r["dice"] is not None]  # a class neither side holds: not scored
+    return {"labels": results, "mean_dice": sum(dice) / len(dice) if dice else None, "matched_by": "value" if match_by_value else "name",
             "only_in_prediction": only_pred, "only_in_reference": only_ref}
 
 

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss
 
+from ..evaluation import dice_score
+
 
 class DeepSupervisionLoss(torch.nn.Module):
     """MONAI's DiceCELoss on the full-resolution logits and, with halving weights, on each coarser output.
@@ -34,5 +36,4 @@ def dice_per_class(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -
     counts = torch.bincount(pred.reshape(-1).long() * num_classes + target.reshape(-1).long(),
                             minlength=num_classes * num_classes).view(num_classes, num_classes)
     both, in_pred, in_target = counts.diagonal(), counts.sum(1), counts.sum(0)
-    return [2 * int(both[c]) / int(in_pred[c] + in_target[c]) if int(in_pred[c] + in_target[c]) else None
-            for c in range(1, num_classes)]
+    return [dice_score(int(in_pred[c]), int(in_target[c]), int(both[c])) for c in range(1, num_classes)]
