@@ -1,9 +1,12 @@
 """Make a trained model package a built-in one: fp16 weights, the demo disclaimers, label definitions.
 
-    python scripts/package_builtin.py SOURCE NAME --dimension 3 [--default] [--notes TEXT]
+    python scripts/package_builtin.py SOURCE NAME --version 1.1.0 [--default] --description TEXT \
+        --training-data TEXT --command TEXT [--held-out FILE.json]
 
 SOURCE is a model package (as `unimiss finetune` leaves it in the user registry).
-The result goes to UniMiSSCore/unimiss/zoo/builtin/NAME-1.0.0/.
+The result replaces every version of NAME in UniMiSSCore/unimiss/zoo/builtin/ with NAME-VERSION/.
+--held-out adds figures measured on data the model did not train on to its metrics
+({"<what was held out>": {"<class>": dice, ...}, ...}, as scripts/evaluate_builtin.py writes).
 """
 from __future__ import annotations
 
@@ -31,10 +34,12 @@ def main():
     parser.add_argument("--description", required=True)
     parser.add_argument("--training-data", required=True, help="a sentence on the data, for provenance")
     parser.add_argument("--command", required=True, help="the command that reproduces the model")
+    parser.add_argument("--version", default="1.0.0")
+    parser.add_argument("--held-out", type=Path, help="JSON of Dice figures on held-out data")
     args = parser.parse_args()
     source = ModelPackage.load(args.source)
     meta = json.loads(json.dumps(source.meta))
-    meta.update(name=args.name, version="1.0.0", default=args.default,
+    meta.update(name=args.name, version=args.version, default=args.default,
                 description=f"{args.description} {DISCLAIMER}")
     for label in meta["labels"]:
         entry = TABLE[label["name"]]
@@ -44,10 +49,13 @@ def main():
     provenance = meta["provenance"]
     provenance.update(cases=provenance.pop("training_data"), training_data=args.training_data,
                       command=args.command, notes=DISCLAIMER)
+    if args.held_out:
+        meta["metrics"]["held_out_dice"] = json.loads(args.held_out.read_text())
     meta.pop("weights", None)
-    out = ROOT / "UniMiSSCore" / "unimiss" / "zoo" / "builtin" / f"{args.name}-1.0.0"
-    if out.exists():
-        shutil.rmtree(out)
+    builtin = ROOT / "UniMiSSCore" / "unimiss" / "zoo" / "builtin"
+    for old in builtin.glob(f"{args.name}-*"):
+        shutil.rmtree(old)
+    out = builtin / f"{args.name}-{args.version}"
     package = save_package(out, meta, load_file(source.weights_path), dtype="float16")
     size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
     print(f"{package.reference}: {out} ({size:.1f} MB)")

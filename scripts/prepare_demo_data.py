@@ -118,10 +118,14 @@ def main():
             written[case] = f"{case}.nrrd,{case}.seg.nrrd"
         present = [l.name for l in labels if (merged.array == l.value).any()]
         print(f"{name} ({original}): {image.array.shape[::-1]} voxels, {', '.join(present)}")
-    held_out = ["ts-abdomen", "ts-abdomen-arterial"]  # the last rows validate (unimiss finetune --validation 2)
+    held_out = {"native": "ts-abdomen", "arterial": "ts-abdomen-arterial"}  # the last rows validate (--validation 2)
     training = [c for c in written if not c.startswith("ts-abdomen")]
-    (out / "heldout.csv").write_text("\n".join(["image,label"] + [written[c] for c in training + held_out]) + "\n")
+    rows = [written[c] for c in training + list(held_out.values())]
+    (out / "heldout.csv").write_text("\n".join(["image,label"] + rows) + "\n")
+    for phase, case in held_out.items():  # one list per held-out case, for scripts/evaluate_builtin.py
+        (out / f"heldout-{phase}.csv").write_text(f"image,label\n{written[case]}\n")
     (out / "all.csv").write_text("\n".join(["image,label"] + list(written.values())) + "\n")
+
 
 if __name__ == "__main__":
     main()

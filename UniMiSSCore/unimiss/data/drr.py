@@ -65,7 +65,7 @@ class Projector:
         path = soft + bone_weight * bone
         # Beer-Lambert: the detector sees exp(-path) plus scatter (a wide blur of it), blurred and noisy.
         exposure = np.exp(-path * (rng.uniform(0.8, 1.2) if randomise else 1.0))
-        pixel = min(self.spacing)
+        pixel = np.array(self.spacing[::-1])  # mm per (row, column)
         if randomise:
             exposure = exposure + rng.uniform(0.0, 0.15) * ndimage.gaussian_filter(exposure, rng.uniform(15, 40) / pixel)
             exposure = ndimage.gaussian_filter(exposure, rng.uniform(0.2, 1.0) / pixel)
@@ -97,15 +97,21 @@ def _rotated(volume: sitk.Image, degrees: float, fill):
 
 def _frame(masks: np.ndarray, spacing):
     """(centre, side) in mm of the field a radiograph shows: the labelled structures with a margin of
-    about a fifth on each side (a chest radiograph frames the lungs, not the abdomen below them), or the
-    whole projection without labels."""
+    about a fifth on each side (a chest radiograph frames the lungs, not the abdomen below them), kept
+    within the CT at the top (and the bottom where it is long enough); or the whole projection without labels."""
     spacing = np.asarray(spacing, float)
+    extent = np.array(masks.shape[::-1]) * spacing  # (x, z) mm
     rows, cols = np.nonzero(masks)
     if rows.size == 0:
-        extent = np.array(masks.shape[::-1]) * spacing
         return extent / 2 - spacing / 2, float(extent.max())
     low, high = np.array([cols.min(), rows.min()]), np.array([cols.max(), rows.max()])
-    return (low + high) / 2 * spacing, float(((high - low + 1) * spacing).max()) * 1.4
+    centre, side = (low + high) / 2 * spacing, float(((high - low + 1) * spacing).max()) * 1.4
+    # Beyond the scan's first and last slices there is nothing to project: keep the frame's top inside the
+    # scan (the lung apices are close to a chest CT's first slice), and its bottom where the scan is long enough.
+    if side < extent[1]:
+        centre[1] = min(centre[1], extent[1] - side / 2)
+    centre[1] = max(centre[1], 0.46 * side)
+    return centre, side
 
 
 def _square(image: sitk.Image, labels: sitk.Image, frame, rng, size: int, randomise: bool):
@@ -117,7 +123,7 @@ def _square(image: sitk.Image, labels: sitk.Image, frame, rng, size: int, random
     transform.SetCenter(centre.tolist())
     if randomise:
         transform.SetAngle(math.radians(rng.uniform(-6, 6)))
-        transform.SetTranslation((rng.uniform(-0.06, 0.06, 2) * extent).tolist())
+        transform.SetTranslation((rng.uniform(-0.06, 0.06, 2) * extent * [1.0, 0.5]).tolist())
         spacing *= rng.uniform(0.8, 1.25)
     origin = (centre - spacing * (size - 1) / 2).tolist()
     grid = dict(size=[size, size], outputOrigin=origin, outputSpacing=[spacing, spacing], outputDirection=[1, 0, 0, 1])
