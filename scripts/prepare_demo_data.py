@@ -12,7 +12,8 @@ every case, for the shipped model. The labels are automatic TotalSegmentator out
 
 For the radiograph model it also writes OUT_DIR/chest/lidc.nrrd and lidc.seg.nrrd:
 the whole chest CT with the radiograph classes (lungs, heart, clavicles, in drawing
-order), the input of `unimiss drr`, and OUT_DIR/chest/ricord.nrrd and ricord.seg.nrrd:
+order), the input of `unimiss drr`; lidc-scr.seg.nrrd adds the structures cut out of the
+lung fields (HIDDEN_FROM_LUNG_FIELDS, for `unimiss drr --hide`), and OUT_DIR/chest/ricord.nrrd and ricord.seg.nrrd:
 the unlabelled RICORD-1B chest CT with its lungs found by threshold (another patient's
 DRRs, to measure the lungs on).
 """
@@ -32,6 +33,19 @@ from contrast_phases import TARGETS, enhance, phase_of
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct"
 TABLE = json.loads((Path(__file__).with_name("demo_labels.json")).read_text())["labels"]
+
+
+# What chest radiograph references (JSRT/SCR) leave out of the lung fields: radiation through the aorta, the
+# mediastinum or structures below the diaphragm (the superior vena cava counts as lung field there).
+# `unimiss drr --hide aorta mediastinum below_diaphragm` cuts them out of the projected lungs.
+HIDDEN_FROM_LUNG_FIELDS = {
+    "aorta": ["aorta", "brachiocephalic_trunk"],
+    "mediastinum": ["esophagus", "trachea", "pulmonary_vein", "atrial_appendage_left", "brachiocephalic_vein_left",
+                    "brachiocephalic_vein_right", "common_carotid_artery_left", "common_carotid_artery_right",
+                    "thyroid_gland"],
+    "below_diaphragm": ["liver", "spleen", "stomach", "colon", "small_bowel", "duodenum", "pancreas", "kidney_left",
+                        "kidney_right", "adrenal_gland_left", "adrenal_gland_right"],
+}
 
 
 def merged_labels(case: Path, labelmap: ImageData, classes) -> np.ndarray:
@@ -90,8 +104,12 @@ def main():
     image = read_image(lidc / "image.nii.gz")
     (out / "chest").mkdir(exist_ok=True)
     sitk.WriteImage(image.to_sitk(), str(out / "chest" / "lidc.nrrd"), True)
-    write_labelmap(image.with_array(merged_labels(lidc, read_image(lidc / "labels.nii.gz"), chest)),
-                   out / "chest" / "lidc.seg.nrrd", chest_labels)
+    source = read_image(lidc / "labels.nii.gz")
+    write_labelmap(image.with_array(merged_labels(lidc, source, chest)), out / "chest" / "lidc.seg.nrrd", chest_labels)
+    hidden = [{"name": name, "from": parts} for name, parts in HIDDEN_FROM_LUNG_FIELDS.items()]
+    hidden_labels = [Label(len(chest) + i, h["name"]) for i, h in enumerate(hidden, start=1)]
+    write_labelmap(image.with_array(merged_labels(lidc, source, chest + hidden)), out / "chest" / "lidc-scr.seg.nrrd",
+                   chest_labels + hidden_labels)
 
     ricord = read_image(DATA / "ricord-1b" / "image.nii.gz")  # unlabelled: lungs by threshold, for DRRs of another patient
     sitk.WriteImage(ricord.to_sitk(), str(out / "chest" / "ricord.nrrd"), True)

@@ -15,12 +15,19 @@ REAL_RADIOGRAPHS="../shared/data/xray UniMiSSCore/unimiss/samples/chest-xray.png
 python scripts/prepare_demo_data.py "$WORK/data"
 
 # Radiographs: DRRs of the LIDC chest CT (training, validation) and of RICORD-1B (another patient, lungs only),
-# grey levels matched to the real radiographs.
-for set in "train 300 1 lidc" "val 24 2 lidc" "ricord 24 3 ricord"; do
-  read -r name count seed ct <<< "$set"
-  unimiss drr "$WORK/data/chest/$ct.nrrd" "$WORK/data/chest/$ct.seg.nrrd" -o "$WORK/drr-$name" --count "$count" \
-    --size 256 --seed "$seed" --match $REAL_RADIOGRAPHS
-done
+# grey levels matched to the real radiographs. The first DRR run drew the lungs whole (the drr-* sets, the
+# base of the radiograph model); the drr2-* sets draw them as JSRT/SCR references do (--hide), for its
+# self-training stage.
+MATCH="--match $REAL_RADIOGRAPHS"
+HIDE="--hide aorta mediastinum below_diaphragm"
+LIDC="$WORK/data/chest/lidc.nrrd $WORK/data/chest/lidc.seg.nrrd"
+unimiss drr $LIDC -o "$WORK/drr-train" --count 300 --size 256 --seed 1 $MATCH
+unimiss drr $LIDC -o "$WORK/drr-val" --count 24 --size 256 --seed 2 $MATCH
+unimiss drr "$WORK/data/chest/ricord.nrrd" "$WORK/data/chest/ricord.seg.nrrd" -o "$WORK/drr-ricord" --count 24 \
+  --size 256 --seed 3 $MATCH
+LIDC_SCR="$WORK/data/chest/lidc.nrrd $WORK/data/chest/lidc-scr.seg.nrrd"
+unimiss drr $LIDC_SCR -o "$WORK/drr2-train" --count 300 --size 256 --seed 11 $MATCH $HIDE
+unimiss drr $LIDC_SCR -o "$WORK/drr2-val" --count 24 --size 256 --seed 12 $MATCH $HIDE
 ( cat "$WORK/drr-train/cases.csv"; tail -n +2 "$WORK/drr-val/cases.csv" | sed "s|^|../drr-val/|; s|,|,../drr-val/|" ) \
   > "$WORK/drr-train/all.csv"
 
@@ -41,25 +48,30 @@ wait $HELDOUT
 OMP_NUM_THREADS=1 unimiss finetune --csv "$WORK/data/all.csv" --validation 0 --name ct-organs-all \
   --minutes 60 $CT_ARGS --workdir "$WORK/ct-all-work" > "$WORK/ct-all.jsonl" &
 wait $CXR
-# 3. Self-training on the real radiographs: the DRR model's cleaned predictions, each checked by eye
+# 3. The lung fields as JSRT/SCR references draw them: the DRR model fine-tuned on the drr2-* sets.
+( cat "$WORK/drr2-train/cases.csv"; tail -n +2 "$WORK/drr2-val/cases.csv" | sed "s|^|../drr2-val/|; s|,|,../drr2-val/|" ) \
+  > "$WORK/drr2-train/all.csv"
+OMP_NUM_THREADS=1 unimiss finetune --base cxr-drr --csv "$WORK/drr2-train/all.csv" --validation 24 --name cxr-scr \
+  --minutes 10 --seed 0 --patience 1000 --workdir "$WORK/cxr-scr-work" --progress jsonl > "$WORK/cxr-scr.jsonl"
+# 4. Self-training on the real radiographs: that model's cleaned predictions, each checked by eye
 #    (scripts/radiograph_pseudo_labels.json says which were kept and why), five times each beside the DRRs.
-python scripts/pseudo_label_radiographs.py cxr-drr "$WORK/pseudo" $REAL_RADIOGRAPHS \
+python scripts/pseudo_label_radiographs.py cxr-scr "$WORK/pseudo" $REAL_RADIOGRAPHS \
   --accept scripts/radiograph_pseudo_labels.json
-( cat "$WORK/drr-train/cases.csv"
+( cat "$WORK/drr2-train/cases.csv"
   for i in 1 2 3 4 5; do tail -n +2 "$WORK/pseudo/accepted.csv" | sed "s|^|../pseudo/|; s|,|,../pseudo/|"; done
-  tail -n +2 "$WORK/drr-val/cases.csv" | sed "s|^|../drr-val/|; s|,|,../drr-val/|" ) > "$WORK/drr-train/self.csv"
-SELF_CMD="unimiss finetune --base cxr-drr --csv $WORK/drr-train/self.csv --validation 24 --name cxr-self \
-  --minutes 15 --seed 0 --patience 1000 --workdir $WORK/cxr-self-work --progress jsonl"
+  tail -n +2 "$WORK/drr2-val/cases.csv" | sed "s|^|../drr2-val/|; s|,|,../drr2-val/|" ) > "$WORK/drr2-train/self.csv"
+SELF_CMD="unimiss finetune --base cxr-scr --csv $WORK/drr2-train/self.csv --validation 24 --name cxr-self \
+  --minutes 12 --seed 0 --patience 1000 --workdir $WORK/cxr-self-work --progress jsonl"
 OMP_NUM_THREADS=1 $SELF_CMD > "$WORK/cxr-self.jsonl"
 wait
 
-# 4. Held-out figures and packages.
+# 5. Held-out figures and packages.
 python scripts/evaluate_builtin.py ct-organs-heldout "$WORK/ct-heldout.json" \
   --set "ts-abdomen (another patient, native, not trained on)" "$WORK/data/heldout-native.csv" \
   --set "ts-abdomen (another patient, simulated arterial phase, not trained on)" "$WORK/data/heldout-arterial.csv"
 python scripts/evaluate_builtin.py cxr-self "$WORK/cxr-heldout.json" \
   --set "DRRs of RICORD-1B (another patient, lungs by threshold, not trained on)" "$WORK/drr-ricord/cases.csv" \
-  --set "DRRs of LIDC-IDRI-0001 in other poses (the training patient)" "$WORK/drr-val/cases.csv"
+  --set "DRRs of LIDC-IDRI-0001 in other poses (the training patient)" "$WORK/drr2-val/cases.csv"
 python scripts/package_builtin.py "$(ls -d "$UNIMISS_HOME"/models/ct-organs-all-* | tail -1)" ct-organs-compact \
   --version 1.1.0 --default --held-out "$WORK/ct-heldout.json" \
   --description "Liver, spleen, kidneys, aorta, heart and lungs on CT (3D, MiT-compact, 2.5 mm)." \

@@ -111,3 +111,24 @@ def test_match_refuses_a_volume(tmp_path):
                            "--match", str(LIDC / "image.nii.gz")], capture_output=True, text=True)
     assert proc.returncode == 2 and "image.nii.gz: --match takes radiographs" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_masks_follow_chest_radiograph_references(chest):
+    """As JSRT/SCR draw them: structures given as hidden (here the liver, below the diaphragm) are cut out of
+    the lung fields and not drawn; the heart stays whole; clavicles stay within the lungs' outer edges."""
+    ct, labelmap, labels = chest
+    raw = read_image(LIDC / "labels.nii.gz")
+    names = {v: int(k) for k, v in json.loads((LIDC / "labels.json").read_text())["labels"].items()}
+    with_liver = labelmap.array.copy()
+    with_liver[(raw.array == names["liver"]) & (with_liver == 0)] = 9
+    liver = Label(9, "below_diaphragm")
+    plain = Projector(ct, labelmap, labels).radiograph(np.random.default_rng(0), 128, randomise=False)[1].array
+    scr = Projector(ct, labelmap.with_array(with_liver), labels, hidden=[liver])
+    masks = scr.radiograph(np.random.default_rng(0), 128, randomise=False)[1].array
+    assert 9 not in masks
+    lung_right_plain, lung_right = (plain == 2).sum(), (masks == 2).sum()
+    assert 0.5 * lung_right_plain < lung_right < 0.97 * lung_right_plain  # the part over the liver is gone
+    assert (masks == 3).sum() == (plain == 3).sum()  # the heart is untouched
+    lung_columns = np.flatnonzero(np.isin(masks, (1, 2)).any(axis=0))
+    clavicle_columns = np.flatnonzero((masks == 4).any(axis=0))
+    assert clavicle_columns.size and clavicle_columns.max() <= lung_columns.max()

@@ -156,7 +156,12 @@ def _drr(args) -> int:
     rows = []
     references = [_grey_levels(p, args.size) for p in _radiograph_files(args.match)]
     rotations = (0.0,) if args.plain else (-8.0, -4.0, 0.0, 4.0, 8.0)
-    projector = Projector(ct, labelmap, labels, rotations=rotations)
+    unknown = sorted(set(args.hide or ()) - {label.name for label in labels})
+    if unknown:
+        raise ValueError(f"--hide {unknown[0]}: no such label in {args.labels or 'the (absent) labelmap'}")
+    hidden = [label for label in labels if label.name in set(args.hide or ())]
+    labels = [label for label in labels if label not in hidden]
+    projector = Projector(ct, labelmap, labels, rotations=rotations, hidden=hidden)
     for i in range(args.count):
         image, masks = projector.radiograph(rng, size=args.size, randomise=not args.plain, references=references)
         name = f"{stem}-drr{i:03d}"
@@ -455,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     drr.add_argument("--size", type=int, default=512, help="pixels per side")
     drr.add_argument("--seed", type=int, default=0, help="random seed of the randomised geometry and intensity")
     drr.add_argument("--plain", action="store_true", help="no randomised geometry or intensity")
+    drr.add_argument("--hide", nargs="+", metavar="LABEL",
+                     help="labels cut out of the lung fields where they project, and not written (the aorta, the "
+                          "mediastinum, the organs below the diaphragm), as chest radiograph references draw lungs")
     drr.add_argument("--match", nargs="+", metavar="RADIOGRAPH",
                      help="real radiographs (files or folders): the DRRs take on their grey-level distributions")
     drr.set_defaults(func=_drr)

@@ -17,6 +17,7 @@ from scipy import ndimage
 from .image import ImageData
 
 MU_WATER_PER_MM = 0.02  # linear attenuation of water near 70 keV, 1/mm
+HIDE_MM = 5.0           # a hidden structure this deep along a ray hides the lung behind or before it
 
 
 class Projector:
@@ -24,14 +25,19 @@ class Projector:
 
     The line integrals are computed once per patient rotation in `rotations` (degrees about the long axis);
     each radiograph then only costs 2D work. Rows run from head to feet, columns from the patient's right to
-    left (the usual display of a frontal chest radiograph). A pixel gets a label where the ray crosses at
-    least `min_depth_fraction` of the structure's largest depth, so the masks follow what a reader outlines:
-    the thin lung recesses behind the diaphragm's dome stay out. Labels later in `labels` are drawn over earlier ones (the heart over the lungs, clavicles
-    over both), so the lung fields exclude the cardiac silhouette.
+    left (the usual display of a frontal chest radiograph).
+
+    The masks follow the conventions of manually drawn chest radiograph references (JSRT/SCR): a pixel
+    gets a label where the ray crosses at least `min_depth_fraction` of the structure's largest depth (thin
+    margins stay out); labels later in `labels` are drawn over earlier ones (the heart over the lungs);
+    the labels in `hidden` (e.g. the aorta, the mediastinum, the organs below the diaphragm) erase the lung
+    fields (labels named lung*) wherever the ray crosses HIDE_MM of them and are not drawn themselves, so
+    the lung fields are where radiation passed through lung and none of those; and clavicles are drawn
+    only where they cross the lung fields and the rib cage (between the lungs' outer edges).
     """
 
     def __init__(self, ct: ImageData, labelmap: ImageData | None = None, labels=(), min_depth_fraction: float = 0.25,
-                 rotations=(0.0,)):
+                 rotations=(0.0,), hidden=()):
         volume = sitk.DICOMOrient(ct.to_sitk(), "LPS")  # axes: z inferior->superior, y anterior->posterior, x right->left
         lab = sitk.DICOMOrient(labelmap.to_sitk(), "LPS") if labelmap is not None else None
         sx, sy, sz = volume.GetSpacing()
@@ -49,10 +55,21 @@ class Projector:
             masks = np.zeros(soft.shape, np.uint8)
             if lab_image is not None:
                 lab_array = sitk.GetArrayFromImage(lab_image)
+                lung_values = [l.value for l in labels if l.name.lower().startswith("lung")]
                 for label in labels:
                     depth = (lab_array == label.value).sum(axis=1)[::-1].astype(np.float32)
-                    if depth.max() > 0:
-                        masks[depth >= min_depth_fraction * depth.max()] = label.value
+                    if depth.max() == 0:
+                        continue
+                    drawn = depth >= min_depth_fraction * depth.max()
+                    if label.name.lower().startswith("clavic"):  # within the rib cage: the lungs' outer edges
+                        columns = np.flatnonzero(np.isin(masks, lung_values).any(axis=0))
+                        if columns.size:
+                            drawn[:, :columns.min()] = False
+                            drawn[:, columns.max() + 1:] = False
+                    masks[drawn] = label.value
+                for label in hidden:
+                    depth = (lab_array == label.value).sum(axis=1)[::-1].astype(np.float32)
+                    masks[(depth * sy >= HIDE_MM) & np.isin(masks, lung_values)] = 0
             self.views.append((soft, bone, masks))
 
     def radiograph(self, rng: np.random.Generator, size: int = 512, randomise: bool = True, references=()):
