@@ -5,8 +5,8 @@ and a sheet to check every one by eye before any is trained on.
         [--accept scripts/radiograph_pseudo_labels.json]
 
 For each radiograph: OUT_DIR/<name>.nrrd (the image) and <name>.seg.nrrd (the model's labels, each class
-reduced to its largest connected piece with its holes filled, which removes the scattered blobs a model
-trained on DRRs leaves on real images), and OUT_DIR/review.png, all of them side by side. With --accept
+reduced to its largest connected piece with its holes filled, the heart no lower than the lungs reach,
+which removes the scattered blobs a model trained on DRRs leaves on real images), and OUT_DIR/review.png, all of them side by side. With --accept
 (a JSON {"accepted": {"<name>": "why"}, "rejected": {"<name>": "why"}} written after looking at the
 sheet), OUT_DIR/accepted.csv lists the accepted pairs for `unimiss finetune --csv`.
 """
@@ -28,10 +28,16 @@ from unimiss.data.inputs import case_name, expand_inputs
 from unimiss.preview import render
 
 
-def clean(labels: np.ndarray) -> np.ndarray:
+def clean(labels: np.ndarray, names: dict[int, str]) -> np.ndarray:
+    """Each class's largest piece, holes filled; the heart no lower than the lungs reach (the diaphragm)."""
+    lungs = np.isin(labels, [v for v, n in names.items() if n.startswith("lung")])
+    rows = np.flatnonzero(lungs.any(axis=1))
     out = np.zeros_like(labels)
     for value in np.unique(labels[labels > 0]):
-        pieces, count = ndimage.label(labels == value)
+        mask = labels == value
+        if names.get(int(value)) == "heart" and rows.size:
+            mask[rows.max() + 1:] = False
+        pieces, count = ndimage.label(mask)
         if count:
             largest = 1 + int(np.argmax(ndimage.sum(np.ones_like(pieces), pieces, range(1, count + 1))))
             out[ndimage.binary_fill_holes(pieces == largest) & (out == 0)] = value
@@ -56,7 +62,7 @@ def main():
         image = read_image(path)
         sitk.WriteImage(image.to_sitk(), str(args.out / f"{name}.nrrd"), True)
         predicted, labels = read_labelmap(seg)
-        cleaned = predicted.with_array(clean(predicted.array))
+        cleaned = predicted.with_array(clean(predicted.array, {label.value: label.name for label in labels}))
         write_labelmap(cleaned, seg, labels)
         picture = Image.fromarray(render(image, cleaned, labels, modality_ct=False)).convert("RGB")
         tiles.append(picture.resize((round(picture.width * 360 / picture.height), 360)))

@@ -54,11 +54,11 @@ wait $CXR
 OMP_NUM_THREADS=1 unimiss finetune --base cxr-drr --csv "$WORK/drr2-train/all.csv" --validation 24 --name cxr-scr \
   --minutes 10 --seed 0 --patience 1000 --workdir "$WORK/cxr-scr-work" --progress jsonl > "$WORK/cxr-scr.jsonl"
 # 4. Self-training on the real radiographs: that model's cleaned predictions, each checked by eye
-#    (scripts/radiograph_pseudo_labels.json says which were kept and why), five times each beside the DRRs.
+#    (scripts/radiograph_pseudo_labels.json says which were kept and why), ten times each beside the DRRs.
 python scripts/pseudo_label_radiographs.py cxr-scr "$WORK/pseudo" $REAL_RADIOGRAPHS \
   --accept scripts/radiograph_pseudo_labels.json
 ( cat "$WORK/drr2-train/cases.csv"
-  for i in 1 2 3 4 5; do tail -n +2 "$WORK/pseudo/accepted.csv" | sed "s|^|../pseudo/|; s|,|,../pseudo/|"; done
+  for i in 1 2 3 4 5 6 7 8 9 10; do tail -n +2 "$WORK/pseudo/accepted.csv" | sed "s|^|../pseudo/|; s|,|,../pseudo/|"; done
   tail -n +2 "$WORK/drr2-val/cases.csv" | sed "s|^|../drr2-val/|; s|,|,../drr2-val/|" ) > "$WORK/drr2-train/self.csv"
 SELF_CMD="unimiss finetune --base cxr-scr --csv $WORK/drr2-train/self.csv --validation 24 --name cxr-self \
   --minutes 12 --seed 0 --patience 1000 --workdir $WORK/cxr-self-work --progress jsonl"
