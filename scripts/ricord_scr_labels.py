@@ -1,0 +1,39 @@
+"""Labels of RICORD-1B (another patient's chest CT) for DRRs drawn as JSRT/SCR draw radiographs.
+
+    python scripts/ricord_scr_labels.py LUNGS.seg.nrrd CT_PREDICTION.seg.nrrd OUT.seg.nrrd
+
+LUNGS: its lungs by threshold (scripts/prepare_demo_data.py); CT_PREDICTION: the held-out CT model's labels
+of the same scan (a model that never saw it), looked at before use. OUT: the lungs, the predicted heart,
+and the aorta and the organs below the diaphragm as `aorta` and `below_diaphragm`, for
+`unimiss drr --hide aorta below_diaphragm`. The heart is a model's prediction, not a reference drawn by
+hand: figures measured against it say how two models agree.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from unimiss.data import Label, read_labelmap, write_labelmap
+
+
+def main():
+    lungs_path, prediction_path, out_path = sys.argv[1:4]
+    lungs, lung_labels = read_labelmap(lungs_path)
+    predicted, predicted_labels = read_labelmap(prediction_path)
+    if not lungs.same_grid(predicted):
+        raise SystemExit(f"{prediction_path}: not on the grid of {lungs_path}")
+    value = {label.name: label.value for label in predicted_labels}
+    out = lungs.array.copy()
+    out[predicted.array == value["heart"]] = 3
+    out[(predicted.array == value["aorta"]) & (out == 0)] = 6
+    below = [value[n] for n in ("liver", "spleen", "kidney_left", "kidney_right")]
+    out[np.isin(predicted.array, below) & (out == 0)] = 8
+    heart = next(label for label in predicted_labels if label.name == "heart")
+    labels = lung_labels + [Label(3, "heart", heart.color, heart.terminology), Label(6, "aorta"),
+                            Label(8, "below_diaphragm")]
+    write_labelmap(lungs.with_array(out.astype(np.uint8)), out_path, labels)
+
+
+if __name__ == "__main__":
+    main()
