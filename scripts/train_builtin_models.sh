@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuilds the two built-in models from ../shared/data on a 2-core CPU (about two hours).
-#   bash scripts/train_builtin_models.sh [WORK_DIR]
+#   pip install "./UniMiSSCore[scripts]" && bash scripts/train_builtin_models.sh [WORK_DIR]
 # Everything runs through the project's own commands (unimiss finetune, drr, segment, evaluate).
 # The shipped CT run (one thread) runs beside the radiograph runs (one thread), as it did for the 1.1.0 models;
 # the held-out CT run for the report follows, on both cores.

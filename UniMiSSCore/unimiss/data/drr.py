@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from .image import ImageData
 
@@ -82,10 +81,9 @@ class Projector:
         path = soft + bone_weight * bone
         # Beer-Lambert: the detector sees exp(-path) plus scatter (a wide blur of it), blurred and noisy.
         exposure = np.exp(-path * (rng.uniform(0.8, 1.2) if randomise else 1.0))
-        pixel = np.array(self.spacing[::-1])  # mm per (row, column)
         if randomise:
-            exposure = exposure + rng.uniform(0.0, 0.15) * ndimage.gaussian_filter(exposure, rng.uniform(15, 40) / pixel)
-            exposure = ndimage.gaussian_filter(exposure, rng.uniform(0.2, 1.0) / pixel)
+            scatter = _blurred(exposure, self.spacing, rng.uniform(15, 40))
+            exposure = _blurred(exposure + rng.uniform(0.0, 0.15) * scatter, self.spacing, rng.uniform(0.2, 1.0))
             exposure = exposure * (1 + rng.normal(0, rng.uniform(0.0, 0.03), exposure.shape))
         density = -np.log(np.clip(exposure, 1e-6, None))  # what radiographs display: bright where attenuating
         low, high = np.percentile(density, 1), np.percentile(density, 99.5)
@@ -100,6 +98,13 @@ class Projector:
             out = _collimate(out, rng)
         out = np.clip(out * 255.0, 0, 255).astype(np.uint8)
         return ImageData(out, *geometry), ImageData(lab.astype(np.uint8), *geometry)
+
+
+def _blurred(array: np.ndarray, spacing, sigma_mm: float) -> np.ndarray:
+    """A Gaussian blur of `sigma_mm` of a 2D array with pixels of `spacing` (x, y) mm."""
+    image = sitk.GetImageFromArray(array.astype(np.float32))
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    return sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(image, float(sigma_mm)))
 
 
 def _rotated(volume: sitk.Image, degrees: float, fill):
