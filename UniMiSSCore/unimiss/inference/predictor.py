@@ -68,6 +68,7 @@ class Predictor:
         if self.device.type == "cpu" and self.autocast == torch.bfloat16:
             cast_for_inference(self.network, torch.bfloat16)
         self.overlap, self.tta, self.batch_size = overlap, tta, batch_size
+        self.mirrored_classes = self._mirrored_classes()
         self.largest_component = largest_component
         self.progress = progress
         self.max_memory_gb = max_memory_gb  # refuse images whose work would need more (default: most of the RAM)
@@ -103,7 +104,7 @@ class Predictor:
                 p = torch.softmax(self.network(x).float(), dim=1)
                 p = p.flip(dims) if dims else p
                 if sides in dims:  # a mirrored patient's left organs look like right ones: swap them back
-                    p = p[:, self._mirrored_classes()]
+                    p = p[:, self.mirrored_classes]
                 total = p if total is None else total + p
         return total / len(flips)
 
