@@ -30,6 +30,20 @@ def inputs() -> list[tuple[str, Path]]:
     return cts + radiographs + samples
 
 
+def contact_sheet(tiles, columns: int = 5, height: int = 360) -> Image.Image:
+    """The pictures side by side, `columns` to a row, each scaled to `height` pixels."""
+    tiles = [t.resize((round(t.width * height / t.height), height)) for t in tiles]
+    rows = [tiles[i:i + columns] for i in range(0, len(tiles), columns)]
+    width = max(sum(t.width for t in row) for row in rows)
+    sheet = np.full((height * len(rows), width, 3), 255, np.uint8)
+    for r, row in enumerate(rows):
+        x = 0
+        for tile in row:
+            sheet[r * height:(r + 1) * height, x:x + tile.width] = np.asarray(tile)
+            x += tile.width
+    return Image.fromarray(sheet)
+
+
 def main():
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "previews"
     out.mkdir(parents=True, exist_ok=True)
@@ -44,19 +58,7 @@ def main():
             if name.startswith("xray") or name == "sample-xray":
                 tiles.append(Image.open(preview).convert("RGB"))
             print(preview, file=sys.stderr)
-    height = 360
-    tiles = [t.resize((round(t.width * height / t.height), height)) for t in tiles]
-    columns = 5
-    rows = [tiles[i:i + columns] for i in range(0, len(tiles), columns)]
-    width = max(sum(t.width for t in row) for row in rows)
-    sheet = np.full((height * len(rows), width, 3), 255, np.uint8)
-    for r, row in enumerate(rows):
-        x = 0
-        for tile in row:
-            sheet[r * height:(r + 1) * height, x:x + tile.width] = np.asarray(tile)
-            x += tile.width
-    Image.fromarray(sheet).save(out / "radiographs.png", optimize=True)
-
+    contact_sheet(tiles).save(out / "radiographs.png", optimize=True)
 
 if __name__ == "__main__":
     main()

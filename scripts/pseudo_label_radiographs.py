@@ -23,25 +23,26 @@ import SimpleITK as sitk
 from PIL import Image
 from scipy import ndimage
 
-from unimiss.data import read_image, read_labelmap, write_labelmap
+from preview_builtin_models import contact_sheet
+from unimiss.data import ImageData, read_image, read_labelmap, write_labelmap
 from unimiss.data.inputs import case_name, expand_inputs
+from unimiss.inference import keep_largest_components
 from unimiss.preview import render
 
 
-def clean(labels: np.ndarray, names: dict[int, str]) -> np.ndarray:
+def clean(labels: ImageData, names: dict[int, str]) -> ImageData:
     """Each class's largest piece, holes filled; the heart no lower than the lungs reach (the diaphragm)."""
-    lungs = np.isin(labels, [v for v, n in names.items() if n.startswith("lung")])
+    lungs = np.isin(labels.array, [v for v, n in names.items() if n.startswith("lung")])
     rows = np.flatnonzero(lungs.any(axis=1))
-    out = np.zeros_like(labels)
-    for value in np.unique(labels[labels > 0]):
-        mask = labels == value
-        if names.get(int(value)) == "heart" and rows.size:
-            mask[rows.max() + 1:] = False
-        pieces, count = ndimage.label(mask)
-        if count:
-            largest = 1 + int(np.argmax(ndimage.sum(np.ones_like(pieces), pieces, range(1, count + 1))))
-            out[ndimage.binary_fill_holes(pieces == largest) & (out == 0)] = value
-    return out
+    clipped = labels.array.copy()
+    heart = [v for v, n in names.items() if n == "heart"]
+    if heart and rows.size:
+        clipped[rows.max() + 1:][clipped[rows.max() + 1:] == heart[0]] = 0
+    largest = keep_largest_components(labels.with_array(clipped)).array
+    out = np.zeros_like(largest)
+    for value in np.unique(largest[largest > 0]):
+        out[ndimage.binary_fill_holes(largest == value) & (out == 0)] = value
+    return labels.with_array(out)
 
 
 def main():
@@ -62,16 +63,13 @@ def main():
         image = read_image(path)
         sitk.WriteImage(image.to_sitk(), str(args.out / f"{name}.nrrd"), True)
         predicted, labels = read_labelmap(seg)
-        cleaned = predicted.with_array(clean(predicted.array, {label.value: label.name for label in labels}))
+        cleaned = clean(predicted, {label.value: label.name for label in labels})
         write_labelmap(cleaned, seg, labels)
         picture = Image.fromarray(render(image, cleaned, labels, modality_ct=False)).convert("RGB")
-        tiles.append(picture.resize((round(picture.width * 360 / picture.height), 360)))
+        tiles.append(picture)
         if verdicts is not None and name in verdicts["accepted"]:
             rows.append(f"{name}.nrrd,{name}.seg.nrrd")
-    sheet = Image.new("RGB", (sum(t.width for t in tiles[:5]), 360 * ((len(tiles) + 4) // 5)), "white")
-    for i, tile in enumerate(tiles):
-        sheet.paste(tile, (sum(t.width for t in tiles[i - i % 5:i]), 360 * (i // 5)))
-    sheet.save(args.out / "review.png")
+    contact_sheet(tiles).save(args.out / "review.png")
     if verdicts is not None:
         (args.out / "accepted.csv").write_text("\n".join(rows) + "\n")
         print(f"{len(rows) - 1} accepted of {len(tiles)}", file=sys.stderr)

@@ -81,7 +81,8 @@ def evaluate_files(prediction, reference, match_by_value: bool = False,
                 (("prediction", only_pred), ("reference", only_ref)) if names))
     results = compare(pred, ref, pairs)
     dice = [r["dice"] for r in results.values() if r["dice"] is not None]  # a class neither side holds: not scored
-    return {"labels": results, "mean_dice": sum(dice) / len(dice) if dice else None, "matched_by": "value" if match_by_value else "name",
+    return {"labels": results, "mean_dice": sum(dice) / len(dice) if dice else None,
+            "matched_by": "value" if match_by_value else "name",
             "only_in_prediction": only_pred, "only_in_reference": only_ref}
 
 

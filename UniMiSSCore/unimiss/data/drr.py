@@ -41,7 +41,7 @@ class Projector:
         lab = sitk.DICOMOrient(labelmap.to_sitk(), "LPS") if labelmap is not None else None
         sx, sy, sz = volume.GetSpacing()
         self.spacing = (sx, sz)
-        self.views = []  # per rotation: (soft-tissue path, bone path, masks)
+        self.views = []  # per rotation: (soft-tissue path, bone path, masks, the field a radiograph shows)
         for angle in rotations:
             hu_image, lab_image = _rotated(volume, angle, -1024.0), _rotated(lab, angle, 0) if lab else None
             hu = sitk.GetArrayFromImage(hu_image).astype(np.float32)
@@ -56,7 +56,7 @@ class Projector:
                 lab_array = sitk.GetArrayFromImage(lab_image)
                 lung_values = [l.value for l in labels if l.name.lower().startswith("lung")]
                 for label in labels:
-                    depth = (lab_array == label.value).sum(axis=1)[::-1].astype(np.float32)
+                    depth = _depth(lab_array, label.value)
                     if depth.max() == 0:
                         continue
                     drawn = depth >= min_depth_fraction * depth.max()
@@ -67,16 +67,15 @@ class Projector:
                             drawn[:, columns.max() + 1:] = False
                     masks[drawn] = label.value
                 for label in hidden:
-                    depth = (lab_array == label.value).sum(axis=1)[::-1].astype(np.float32)
-                    masks[(depth * sy >= HIDE_MM) & np.isin(masks, lung_values)] = 0
-            self.views.append((soft, bone, masks))
+                    masks[(_depth(lab_array, label.value) * sy >= HIDE_MM) & np.isin(masks, lung_values)] = 0
+            self.views.append((soft, bone, masks, _frame(masks, self.spacing)))
 
     def radiograph(self, rng: np.random.Generator, size: int = 512, randomise: bool = True, references=()):
         """(radiograph, 2D labelmap): uint8 image on a size x size grid, labels on the same grid.
 
         `references`: uint8 arrays of real radiographs; a randomised radiograph takes on the grey-level
         distribution of one of them."""
-        soft, bone, masks = self.views[int(rng.integers(len(self.views)))] if randomise else self.views[0]
+        soft, bone, masks, frame = self.views[int(rng.integers(len(self.views)))] if randomise else self.views[0]
         bone_weight = rng.uniform(0.4, 1.6) if randomise else 0.8
         path = soft + bone_weight * bone
         # Beer-Lambert: the detector sees exp(-path) plus scatter (a wide blur of it), blurred and noisy.
@@ -92,12 +91,17 @@ class Projector:
         projection.SetSpacing(self.spacing)
         label_image = sitk.GetImageFromArray(masks)
         label_image.CopyInformation(projection)
-        out, lab, geometry = _square(projection, label_image, _frame(masks, self.spacing), rng, size, randomise)
+        out, lab, geometry = _square(projection, label_image, frame, rng, size, randomise)
         if randomise:
             out = _response(out, rng, references)
             out = _collimate(out, rng)
         out = np.clip(out * 255.0, 0, 255).astype(np.uint8)
         return ImageData(out, *geometry), ImageData(lab.astype(np.uint8), *geometry)
+
+
+def _depth(labels: np.ndarray, value: int) -> np.ndarray:
+    """Voxels of `value` along each anterior-posterior ray of an LPS (z, y, x) labelmap, as radiograph rows."""
+    return (labels == value).sum(axis=1)[::-1].astype(np.float32)
 
 
 def _blurred(array: np.ndarray, spacing, sigma_mm: float) -> np.ndarray:
