@@ -33,9 +33,14 @@ class PlusNetwork(nn.Module):
         super().__init__()
         self.backbone, self.head = backbone, head
 
-    def forward(self, views):
-        recon, cls = self.backbone(torch.cat(views))
-        return self.head(cls), recon
+    def forward(self, *groups):
+        """(head output, reconstruction) of each group of same-sized views, all in one call: DDP allows one
+        forward pass per backward, and a 3D step of UniMiSS+ runs CT views, their DRRs and their slices."""
+        outputs = []
+        for views in groups:
+            recon, cls = self.backbone(torch.cat(views))
+            outputs.append((self.head(cls), recon))
+        return outputs[0] if len(groups) == 1 else outputs
 
 
 def build_plus_networks(s):
@@ -88,9 +93,7 @@ def plus_step(model, teacher, loss_fn, views, kind: int, epoch: int, s, rng) -> 
     drr = [drr_views(v, s.view_size_2d, s.spacing, rng) for v in views]
     # Every second slice of each view, as a 3-channel radiograph-like image (the published slice2CT pairs).
     slices = [v[:, :, ::2].transpose(1, 2).flatten(0, 1).expand(-1, 3, -1, -1) for v in views]
-    out_ct, recon_ct = model(views)
-    out_drr, recon_drr = model(drr)
-    out_slices, _ = model(slices)
+    (out_ct, recon_ct), (out_drr, recon_drr), (out_slices, _) = model(views, drr, slices)
     out_slices = out_slices.view(len(teacher_out), -1, out_slices.shape[-1]).mean(1)
     ct2ct = loss_fn(out_ct, teacher_out, epoch)
     drr2ct = loss_fn(out_drr, teacher_out, epoch)  # the centre moves with each call, as published
