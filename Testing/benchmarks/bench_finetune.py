@@ -97,15 +97,16 @@ class Recorder:
         print(f"  {json.dumps(fields)}", file=sys.stderr, flush=True)
 
 
-def run_unimiss(arm, train, held_out, minutes, work: Path, dims: int):
+def run_unimiss(arm, train, held_out, minutes, work: Path, dims: int, spacing=None, patch=None, base=BASE):
     """One `unimiss finetune` run through its Python API; the held-out cases are monitored."""
     from unimiss.training import CaseFiles, FinetuneSettings, finetune
 
     os.environ["UNIMISS_HOME"] = str(work / "home")
-    settings = FinetuneSettings(name=f"bench-{arm}", base=BASE if arm == "base" else None, minutes=minutes,
+    settings = FinetuneSettings(name=f"bench-{arm}", base=base if arm == "base" else None, minutes=minutes,
                                 iterations_per_epoch=25 if dims == 3 else 50, validation=0,
                                 intensity="ct" if dims == 3 else "percentile", workdir=work / f"w-{arm}",
-                                patience=10_000, command=f"bench_finetune.py {arm}")
+                                patience=10_000, command=f"bench_finetune.py {arm}", spacing=spacing,
+                                patch_size=patch)
     recorder = Recorder()
     package = finetune(settings, [CaseFiles(*c) for c in train], recorder,
                        monitor_files=[CaseFiles(*c) for c in held_out])
@@ -208,14 +209,14 @@ def run_monai(train, held_out, minutes, work: Path, dims: int):
             "messages": [f"SegResNet patch {patch}, batch {batch}"]}
 
 
-def base_dice(held_out, work: Path):
+def base_dice(held_out, work: Path, base=BASE):
     """The built-in model alone on the held-out patient, on its own grid."""
     from unimiss.data import read_image, write_labelmap
     from unimiss.evaluation import evaluate_files
     from unimiss.inference.predictor import Predictor
     from unimiss.zoo import resolve_model
 
-    package = resolve_model(BASE)
+    package = resolve_model(base)
     image, labels = held_out[0]
     out = work / f"base-{image.stem}.seg.nrrd"
     write_labelmap(Predictor(package).predict(read_image(image)), out, package.labels)
@@ -265,13 +266,17 @@ def run(args):
             print(f"{arm} / held out {fold}: {minutes} min, {cpu}", file=sys.stderr, flush=True)
             dims = 2 if fold == "lidc-drr" else 3
             result = (run_monai(train, held_out, minutes, work / f"{arm}-{fold}", dims) if arm.startswith("monai")
-                      else run_unimiss(arm, train, held_out, minutes, work / f"{arm}-{fold}", dims))
+                      else run_unimiss(arm, train, held_out, minutes, work / f"{arm}-{fold}", dims,
+                                       args.spacing, args.patch_size, args.base))
             if arm == "base":
-                result["base_dice"] = base_dice(held_out, work)
+                result["base_dice"] = base_dice(held_out, work, args.base)
+                result["base"] = str(args.base)
             result.update(arm=arm, fold=fold, budget_minutes=minutes, cpu=cpu,
                           load_average=[round(load, 1), round(os.getloadavg()[0], 1)],
                           train=[Path(t[0]).stem for t in train][:4] + (["..."] if len(train) > 4 else []))
-            (out / f"{arm}-{fold}.json").write_text(json.dumps(result, indent=1))
+            if args.tag:
+                result["arm"] = f"{arm}-{args.tag}"
+            (out / f"{result['arm']}-{fold}.json").write_text(json.dumps(result, indent=1))
     report(args)
 
 
@@ -344,6 +349,11 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / "finetune"))
     parser.add_argument("--plot", default=str(REPO / "docs" / "finetune-benchmark.png"))
+    parser.add_argument("--base", default=BASE, help="base arm: the model to start from, a name or a package folder "
+                        "(for an honest fold, one trained without the held-out patient)")
+    parser.add_argument("--spacing", type=float, nargs="+", help="unimiss arms: working spacing (default: planned)")
+    parser.add_argument("--patch-size", type=int, nargs="+", help="unimiss arms: patch (default: planned)")
+    parser.add_argument("--tag", help="appended to the arm's name in the results (a variant of the recipe)")
     parser.add_argument("--work", help="work folder (default: a new temporary folder)")
     args = parser.parse_args()
     run(args) if args.mode == "run" else report(args)

@@ -300,3 +300,18 @@ def test_fine_tuning_one_class_keeps_the_base_models_other_classes(tmp_path):
         b, a = before == value, after == value
         agreement = 2 * (a & b).sum() / (a.sum() + b.sum())
         assert b.sum() > 500 and agreement > 0.8, (organ, b.sum(), a.sum(), agreement)
+
+
+def test_the_plan_is_a_slab_of_whole_cross_sections_within_the_compute_budget():
+    from unimiss.training.recipe import PATCH_VOXELS, plan_batch, plan_patch, plan_spacing
+
+    # (shape z, y, x; spacing x, y, z): the kit's chest CT and its thin-slice abdomen, and a thick-slice scan.
+    for cases in ([((133, 512, 512), (0.703, 0.703, 2.5)), ((20, 512, 512), (0.977, 0.977, 2.0))],
+                  [((330, 512, 512), (0.7, 0.7, 1.0))], [((40, 512, 512), (0.8, 0.8, 5.0))]):
+        spacing = plan_spacing([sp for _, sp in cases], [sh for sh, _ in cases])
+        working = [tuple(n * a / b for n, a, b in zip(sh, sp[::-1], spacing[::-1])) for sh, sp in cases]
+        patch = plan_patch(working)
+        field = np.median([np.array(sh[1:]) * sp[1::-1] for sh, sp in cases], axis=0)  # mm (y, x)
+        assert np.all(np.array(patch[1:]) * spacing[1::-1] >= field / 1.125 - 0.5), (patch, spacing, field)  # mm; spacing has 3 decimals
+        assert np.prod(patch) <= PATCH_VOXELS[3] and patch[0] >= 16 and plan_batch(patch) >= 2
+        assert spacing[2] <= max(spacing[:2]) or spacing[2] == max(sp[2] for _, sp in cases)

@@ -326,7 +326,7 @@ def _plan(s: FinetuneSettings, base_package, dimension: int, pairs):
     shapes = [image.array.shape for image, *_ in pairs]
     spacing = list(s.spacing) if s.spacing else plan_spacing(spacings, shapes)
     working = [tuple(n * a / b for n, a, b in zip(shape, sp[::-1], spacing[::-1])) for shape, sp in zip(shapes, spacings)]
-    patch = tuple(s.patch_size) if s.patch_size else plan_patch(working, 3)
+    patch = tuple(s.patch_size) if s.patch_size else plan_patch(working)
     planned = ", ".join(([] if s.spacing else [f"spacing {' x '.join(f'{v:g}' for v in spacing)} mm"])
                         + ([] if s.patch_size else ["patch from the median case"]))
     return {"spacing": spacing, "orientation": "LPS", "intensity": intensity}, patch, planned

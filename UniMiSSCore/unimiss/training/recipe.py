@@ -2,8 +2,10 @@
 
 nnU-Net plans spacing, patch and batch from the dataset's median case and a GPU memory budget; here the budget
 is compute: a patch of about PATCH_VOXELS voxels (one training step of MiT-compact takes about a second
-on two CPU cores, Testing/benchmarks/bench_training.py), a batch that keeps a step near 2**20 voxels, and a
-working spacing no finer than lets the median case fit in a few patches, so that a patch sees whole organs.
+on two CPU cores, Testing/benchmarks/bench_training.py) and a batch that keeps a step near 2**20 voxels.
+Within that budget a 3D patch is a slab of whole cross-sections (CROSS_SECTION voxels across at a spacing
+that fits the median field of view) rather than a taller, narrower block: on a held-out patient the slab
+learnt faster and found fewer organs where they cannot be (docs/benchmarks/finetune/patch-shape/).
 """
 from __future__ import annotations
 
@@ -15,39 +17,41 @@ import numpy as np
 from ..models.config import size_multiple
 
 PATCH_VOXELS = {3: 64 * 96 * 96, 2: 256 * 256}
+CROSS_SECTION = 128         # voxels across a 3D patch, in-plane
+FIELD_MARGIN = 1.125        # the median field of view spans at most this many patches across (air around the body)
 BATCH_VOXELS = 2**20
-PATCHES_PER_CASE = 6        # the median case spans about this many patches at the planned spacing
+PATCHES_PER_CASE = 6        # the median case spans at most about this many patches at the planned spacing
 WARMUP = 0.05               # share of the run (time or steps) over which the learning rate rises
 HEAD_WARMUP = 0.1           # share of the run in which only new layers train when the rest is pretrained
 
 
 def plan_spacing(spacings, shapes) -> list[float]:
-    """(x, y, z) mm: the median spacing, coarsened (in-plane first, as far as the slice distance, then all axes)
-    until the median case holds at most PATCHES_PER_CASE patches."""
+    """(x, y, z) mm: the median spacing; in-plane coarsened until a patch spans the median field of view (but for
+    FIELD_MARGIN); then the slice distance (as far as in-plane), then all axes, until the median case holds at
+    most PATCHES_PER_CASE patches."""
     spacing = np.median(np.asarray(spacings, float), axis=0)
     extent = np.median([np.asarray(sh[::-1], float) * np.asarray(sp, float) for sh, sp in zip(shapes, spacings)],
                        axis=0)  # mm along (x, y, z)
+    spacing[:2] = np.maximum(spacing[:2], extent[:2].max() / (CROSS_SECTION * FIELD_MARGIN))
     budget = PATCHES_PER_CASE * PATCH_VOXELS[3]
     voxels = lambda s: float(np.prod(extent / s))  # noqa: E731
-    if voxels(spacing) > budget:
-        inplane = min(spacing[2], spacing[0] * math.sqrt(voxels(spacing) / budget))
-        spacing[:2] = np.maximum(spacing[:2], inplane)
+    if voxels(spacing) > budget:  # thin slices: thicker first, as far as the in-plane spacing
+        spacing[2] = min(max(spacing[2], spacing[:2].max()), spacing[2] * voxels(spacing) / budget)
     if voxels(spacing) > budget:
         spacing *= (voxels(spacing) / budget) ** (1 / 3)
     return [round(float(s), 3) for s in spacing]
 
 
-def plan_patch(shapes, dimension: int) -> tuple[int, ...]:
-    """Patch (z, y, x) / (y, x): the median working shape scaled down evenly to PATCH_VOXELS voxels, in
-    multiples of the network's input multiple (the axis furthest above its share shrinks first)."""
-    multiple = np.array(size_multiple(dimension))
+def plan_patch(shapes) -> tuple[int, ...]:
+    """3D patch (z, y, x): in-plane the median working shape up to CROSS_SECTION, in multiples of the network's
+    input multiple; as many slices as PATCH_VOXELS then allows, no more than the median case has."""
+    multiple = np.array(size_multiple(3))
     median = np.median(np.asarray(shapes, float), axis=0)
-    target = median * min(1.0, (PATCH_VOXELS[dimension] / np.prod(median)) ** (1 / dimension))
-    patch = np.maximum(multiple, np.round(target / multiple) * multiple).astype(int)
-    while np.prod(patch) > PATCH_VOXELS[dimension] and (patch > multiple).any():
-        axis = int(np.argmax(np.where(patch > multiple, patch / target, 0)))
-        patch[axis] -= multiple[axis]
-    return tuple(int(p) for p in patch)
+    round_up = lambda n, m: int(max(m, math.ceil(n / m) * m))  # noqa: E731
+    y, x = (min(round_up(median[a], multiple[a]), CROSS_SECTION) for a in (1, 2))
+    fits = PATCH_VOXELS[3] // (y * x) // multiple[0] * multiple[0]
+    z = int(max(multiple[0], min(fits, round_up(median[0], multiple[0]))))
+    return z, y, x
 
 
 def plan_batch(patch) -> int:
