@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from slicer_testing import make_models, new_scene, slicer
+from slicer_testing import CT, XRAY, make_models, new_scene, slicer
+from testkit import run_unimiss
 
 
 @pytest.fixture(scope="session")
@@ -15,6 +16,17 @@ def model_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("unimiss-home")
     make_models(home / "models")
     return home
+
+
+@pytest.fixture(scope="session")
+def plus_checkpoint(tmp_path_factory):
+    """A UniMiSS+ pretraining checkpoint (the UniMissPlus.pth layout) from one tiny `unimiss pretrain --plus` epoch."""
+    out = tmp_path_factory.mktemp("pretrain-plus")
+    proc = run_unimiss(["pretrain", "--plus", "--images2d", XRAY, "--images3d", CT, "--view-size-2d", "32", "32",
+                        "--view-size-3d", "16", "32", "32", "--spacing", "4", "--epochs", "1", "--batch-size", "1",
+                        "--samples-per-epoch", "1", "--out-dim", "64", "--output", out, "--progress", "none"])
+    assert proc.returncode == 0, proc.stderr
+    return out / "checkpoint.pth"
 
 
 @pytest.fixture

@@ -133,3 +133,25 @@ def test_cancelled_finetuning_leaves_no_chart_and_no_model(own_home, scene):
     assert outcome.status == "cancelled"
     assert node_ids(scene) == before
     assert "my-organs@1.0.0" not in {m.reference for m in logic.models()}
+
+
+def test_a_unimissplus_pretraining_checkpoint_starts_a_mitplus_model_that_segments(own_home, scene, plus_checkpoint):
+    from UniMiSSSlicerLib import UniMiSSSlicerLogic
+
+    logic = UniMiSSSlicerLogic(environment={"OMP_NUM_THREADS": "1"})
+    pairs = scene_pairs()
+    outcome = logic.finetune(pairs, "plus-organs", base=str(plus_checkpoint), patchSize=(32, 64, 64),
+                             spacing=(4, 4, 4), **TINY).wait(timeout=300)
+    assert outcome.ok, outcome.message
+    model = {m.reference: m for m in logic.models()}["plus-organs@1.0.0"]
+    assert model.labels == ("liver", "spleen") and model.dimension == 3
+    assert model.description.startswith("Fine-tuned from the official UniMiSS+ pretraining checkpoint checkpoint.pth "
+                                        "on 2 local cases"), model.description
+    assert "MiT-plus" in model.details
+    volume = pairs[1][0]
+    segmented = logic.segment(volume, "plus-organs").wait(timeout=120)
+    assert segmented.ok, segmented.message
+    node = segmented.value
+    assert node.GetNodeReference(node.GetReferenceImageGeometryReferenceRole()) is volume
+    with pytest.raises(ValueError, match="no such pretraining checkpoint file"):
+        logic.finetune(pairs, "plus-organs", base=str(plus_checkpoint.with_name("UniMissPlus.pth")), **TINY)

@@ -263,6 +263,26 @@ def test_first_use_installs_once_refreshes_the_models_and_reports_failures(panel
     assert "\n" not in messages.errors[-1] and ui.segmentButton.text == "Segment" and ui.segmentButton.enabled
 
 
+def test_a_pretraining_checkpoint_can_be_the_base_model(panel, plus_checkpoint):
+    widget, ui, messages = panel
+    combo = ui.baseModelComboBox
+    choose = combo.count - 1
+    assert combo.itemText(choose) == "a pretraining checkpoint (UniMiSS, UniMiSS+)..."
+    FileDialogs.answers = [""]  # Cancel: back to training from scratch
+    combo.setCurrentIndex(choose)
+    assert combo.currentIndex == 0 and widget.parameters().baseModel == ""
+    FileDialogs.answers = [plus_checkpoint]
+    combo.setCurrentIndex(choose)
+    assert combo.currentText == "checkpoint.pth  (pretraining checkpoint)"
+    assert widget.parameters().baseModel == str(plus_checkpoint)
+    assert FileDialogs.asked[-2:] == ["Start from a pretraining checkpoint"] * 2
+    widget.refreshModels()  # the list is refilled: the checkpoint stays chosen, once
+    assert combo.currentText == "checkpoint.pth  (pretraining checkpoint)"
+    assert [combo.itemData(i) for i in range(combo.count)].count(str(plus_checkpoint)) == 1
+    assert combo.itemData(combo.count - 1) != str(plus_checkpoint)  # the 'choose' entry stays last
+    assert not messages.errors, messages.errors
+
+
 def test_the_model_list_offers_every_model_and_says_which_fit_the_input(panel):
     widget, ui, messages = panel
     load_ct()

@@ -22,7 +22,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from .chart import TrainingChart
 from .geometry import checkVolume, placeOnVolumeGrid, rasToLps, ijkToRas, writeVolume
-from .models import ModelInfo, findModel, listModels
+from .models import ModelInfo, findModel, isPretrainingCheckpoint, listModels
 from .process import BackgroundProcess, ProcessOutcome, python_executable
 
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -165,6 +165,9 @@ class UniMiSSSlicerLogic(ScriptedLoadableModuleLogic):
                  onEvent=None, onFinished=None, onPrepare=None) -> BackgroundProcess:
         """Start fine-tuning on (volume, segmentation) pairs; outcome.value = the new model's name@version.
 
+        `base`: a model (name, name@version or package folder), a UniMiSS or UniMiSS+ pretraining checkpoint
+        file (.pth), or "" to train from scratch.
+
         Writing the cases takes a while on large volumes: `onPrepare(index, count, name)` is called before each.
         With chart=True the returned process has `.chart`, a TrainingChart filled epoch by epoch.
         """
@@ -177,7 +180,10 @@ class UniMiSSSlicerLogic(ScriptedLoadableModuleLogic):
         if len(dimensions) > 1:
             raise ValueError("The ticked cases mix 2D radiographs and 3D volumes; train on one kind at a time.")
         dimension = dimensions.pop()
-        info = findModel(base) if base else None
+        checkpoint = isPretrainingCheckpoint(base)  # 2D and 3D at once, new output layers: as from scratch
+        if checkpoint and not Path(base).is_file():
+            raise ValueError(f"{base}: no such pretraining checkpoint file.")
+        info = findModel(base) if base and not checkpoint else None
         if info is not None and info.dimension != dimension:
             raise ValueError(f"Model {info.reference} is a {info.dimension}D model; the cases are {dimension}D.")
         if patchSize and info is None:
@@ -192,7 +198,7 @@ class UniMiSSSlicerLogic(ScriptedLoadableModuleLogic):
         if info is not None:
             command += ["--base", info.reference] + (["--new-head"] if newLabelSet else [])
         else:
-            command += ["--intensity", "ct" if dimension == 3 else "percentile"]
+            command += (["--base", base] if checkpoint else []) + ["--intensity", "ct" if dimension == 3 else "percentile"]
         options = {"--epochs": epochs, "--minutes": minutes, "--lr": learningRate, "--iterations": iterations,
                    "--batch-size": batchSize, "--precision": precision}
         for flag, value in options.items():

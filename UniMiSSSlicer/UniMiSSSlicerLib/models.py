@@ -63,3 +63,12 @@ def findModel(reference: str) -> ModelInfo:
     from unimiss.zoo import resolve_model
 
     return ModelInfo.fromPackage(resolve_model(reference))
+
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
+
+
+def isPretrainingCheckpoint(reference: str) -> bool:
+    """A UniMiSS or UniMiSS+ pretraining checkpoint file (the released .pth, or `unimiss pretrain`'s), which
+    fine-tuning starts from as it starts from a model package."""
+    return bool(reference) and reference.lower().endswith(CHECKPOINT_SUFFIXES)

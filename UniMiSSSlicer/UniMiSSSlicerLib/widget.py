@@ -7,6 +7,7 @@ in a finish handler, the buttons, bars and timer are reset.
 from __future__ import annotations
 
 import importlib
+import os
 import logging
 import sys
 
@@ -21,12 +22,16 @@ from .chart import meanDice
 from .dependencies import Dependencies
 from .geometry import checkVolume
 from .logic import UniMiSSSlicerLogic, modelOrigin, modelThatRan, oneLine
+from .models import isPretrainingCheckpoint
 from .parameters import UniMiSSParameters
 
 EXPORT_FORMATS = (("Segmentation (.seg.nrrd)", "seg.nrrd"), ("Labelmap NRRD + colour table (.nrrd)", "nrrd"),
                   ("Labelmap NIfTI + colour table (.nii.gz)", "nii.gz"), ("DICOM SEG (volume loaded from DICOM)", "dicom"))
 NEEDS_CORE = {"nrrd", "nii.gz"}  # .seg.nrrd and DICOM SEG are written by Slicer alone
 LIB_MODULES = ("parameters", "process", "geometry", "models", "chart", "dependencies", "samples", "logic", "widget")
+
+
+CHOOSE_CHECKPOINT = "<choose a pretraining checkpoint>"  # the base list's last entry: opens a file dialog
 
 
 def currentData(comboBox):
@@ -78,6 +83,7 @@ class UniMiSSSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             widget.connect(signal, self.updateParameterNodeFromGUI)
         self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", lambda node: self.showModelDescription())
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.showModelDescription)
+        self.ui.baseModelComboBox.connect("currentIndexChanged(int)", self.onBaseModelChosen)
         self.ui.refreshModelsButton.connect("clicked(bool)", lambda checked=False: self.refreshModels(install=True))
         self.ui.segmentButton.connect("clicked(bool)", lambda checked=False: self.onSegmentButton())
         self.ui.refreshCasesButton.connect("clicked(bool)", lambda checked=False: self.refreshCases())
@@ -143,6 +149,8 @@ class UniMiSSSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ui.inputVolumeSelector.setCurrentNode(p.inputVolume)
             ui.exportSegmentationSelector.setCurrentNode(p.exportSegmentation)
             ui.exportReferenceSelector.setCurrentNode(p.exportReferenceVolume)
+            if isPretrainingCheckpoint(p.baseModel):
+                self.checkpointItem(p.baseModel)
             for combo, value in ((ui.modelComboBox, p.model), (ui.baseModelComboBox, p.baseModel),
                                  (ui.exportFormatComboBox, p.exportFormat)):
                 combo.setCurrentIndex(max(0, combo.findData(value)))
@@ -232,11 +240,35 @@ class UniMiSSSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 for model in models:
                     combo.addItem(f"{model.reference}  ({model.dimension}D {model.modality})", model.reference)
                     combo.setItemData(combo.count - 1, model.details, qt.Qt.ToolTipRole)
+            self.ui.baseModelComboBox.addItem("a pretraining checkpoint (UniMiSS, UniMiSS+)...", CHOOSE_CHECKPOINT)
         finally:
             self._updating = wasUpdating
         if not wasUpdating:  # (else the update in progress selects the parameter node's models next)
             self.updateGUIFromParameterNode()
         self.showModelDescription()
+
+    def onBaseModelChosen(self, index):
+        combo = self.ui.baseModelComboBox
+        if self._updating or combo.itemData(index) != CHOOSE_CHECKPOINT:
+            return
+        path = qt.QFileDialog.getOpenFileName(None, "Start from a pretraining checkpoint", "",
+                                              "UniMiSS or UniMiSS+ checkpoint (*.pth *.pt *.ckpt)")
+        self._updating = True  # adding the entry moves the current index: no parameter changes until it is chosen
+        try:
+            chosen = self.checkpointItem(path) if path else 0
+        finally:
+            self._updating = False
+        combo.setCurrentIndex(chosen)
+
+    def checkpointItem(self, path: str) -> int:
+        """The base list's entry for a pretraining checkpoint file, added before the 'choose' entry if new."""
+        combo = self.ui.baseModelComboBox
+        index = combo.findData(path)
+        if index < 0:
+            index = max(0, combo.findData(CHOOSE_CHECKPOINT))
+            combo.insertItem(index, f"{os.path.basename(path)}  (pretraining checkpoint)", path)
+            combo.setItemData(index, path, qt.Qt.ToolTipRole)
+        return index
 
     def inputDimension(self):
         volume = self.ui.inputVolumeSelector.currentNode()

@@ -445,7 +445,8 @@ def _write_package(s, name, network, base_package, base_info, dimension, labels,
     version = next_version(name)
     best = next((h for h in state["history"] if h["epoch"] == state["best_epoch"]), state["history"][-1])
     names = [c.name for c in cases]
-    origin = f"Fine-tuned from {base_package.reference}" if base_package else "Trained"
+    origin = (f"Fine-tuned from {base_package.reference}" if base_package
+              else f"Fine-tuned from the {base_info['base_model']}" if base_info.get("base_model") else "Trained")
     meta = {
         "schema_version": 1, "name": name, "version": version, "task": "segmentation",
         "description": f"{origin} on {len(cases)} local case{'s' if len(cases) > 1 else ''} "
