@@ -65,7 +65,8 @@ def findModel(reference: str) -> ModelInfo:
     return ModelInfo.fromPackage(resolve_model(reference))
 
 
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")  # unimiss.training.finetune.PRETRAINING_CHECKPOINTS, known here
+                                                # before the core is installed (the panel fills its lists first)
 
 
 def isPretrainingCheckpoint(reference: str) -> bool:

@@ -28,6 +28,8 @@ from .recipe import HEAD_WARMUP, Budget, learning_rate, plan_batch, plan_patch, 
 from .sampling import PatchSampler, augment
 from .validation import fill_unlabelled, split_cases, validate, window_count
 
+PRETRAINING_CHECKPOINTS = (".pth", ".pt", ".ckpt")  # --base files read as UniMiSS/UniMiSS+ pretraining checkpoints
+
 
 @dataclass
 class FinetuneSettings:
@@ -107,7 +109,7 @@ def finetune(settings: FinetuneSettings, case_files, progress, monitor_files=())
     dimension = dims.pop()
 
     base_package = None
-    if s.base and not str(s.base).endswith((".pth", ".pt", ".ckpt")):
+    if s.base and not str(s.base).lower().endswith(PRETRAINING_CHECKPOINTS):
         base_package = resolve_model(s.base)
         if base_package.dimension != dimension:
             raise ValueError(f"model {base_package.reference} is {base_package.dimension}D; the cases are {dimension}D")
