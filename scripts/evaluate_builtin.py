@@ -19,10 +19,10 @@ import tempfile
 from pathlib import Path
 
 
-def score(model: str, image: Path, label: Path, work: Path) -> dict[str, float]:
+def score(model: str, image: Path, label: Path, work: Path, options: list[str]) -> dict[str, float]:
     out = work / (image.name.split(".")[0] + ".seg.nrrd")
     subprocess.run([sys.executable, "-m", "unimiss", "segment", str(image), "-o", str(out), "--model", model,
-                    "--progress", "none"], check=True)
+                    "--progress", "none", *options], check=True)
     result = subprocess.run([sys.executable, "-m", "unimiss", "evaluate", str(out), str(label)], check=True,
                             capture_output=True, text=True)
     return {name: entry["dice"] for name, entry in json.loads(result.stdout)["labels"].items()
@@ -34,6 +34,8 @@ def main():
     parser.add_argument("model")
     parser.add_argument("out", type=Path)
     parser.add_argument("--set", nargs=2, action="append", metavar=("NAME", "CSV"), required=True)
+    parser.add_argument("--largest-component", action="store_true",
+                        help="segment keeping each label's largest part (as the shipped model will)")
     args = parser.parse_args()
     figures = {}
     with tempfile.TemporaryDirectory() as work:
@@ -44,7 +46,7 @@ def main():
             per_class: dict[str, list[float]] = {}
             for row in rows:
                 for cls, dice in score(args.model, table.parent / row["image"], table.parent / row["label"],
-                                       Path(work)).items():
+                                       Path(work), ["--largest-component"] if args.largest_component else []).items():
                     per_class.setdefault(cls, []).append(dice)
             figures[name] = {cls: round(sum(v) / len(v), 4) for cls, v in per_class.items()}
             figures[name]["_cases"] = len(rows)

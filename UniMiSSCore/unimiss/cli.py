@@ -344,7 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--max-memory-gb", type=float,
                      help="refuse images whose segmentation would need more memory than this (default: 80%% of "
                           "the machine's memory); the estimate is checked before any work")
-    seg.add_argument("--largest-component", action="store_true", help="keep each label's largest connected part")
+    parts = seg.add_mutually_exclusive_group()
+    parts.add_argument("--largest-component", action="store_true", default=None,
+                       help="keep each label's largest connected part (default: as the model says; the built-in "
+                            "models do, since each of their organs is one piece)")
+    parts.add_argument("--all-components", dest="largest_component", action="store_false", default=argparse.SUPPRESS,
+                       help="keep every part of each label, even where the model says to keep the largest")
     seg.add_argument("--format", default="seg.nrrd", choices=["seg.nrrd", "nrrd", "nii.gz"],
                      help="file format when -o is a folder")
     seg.add_argument("--labels-out", default="ctbl", choices=["ctbl", "json"],

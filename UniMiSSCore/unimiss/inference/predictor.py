@@ -58,7 +58,7 @@ class Predictor:
     """
 
     def __init__(self, package, device="auto", overlap=0.5, tta=False, precision="auto", batch_size=2,
-                 largest_component=False, progress=None, max_memory_gb=None):
+                 largest_component=None, progress=None, max_memory_gb=None):
         if not 0 <= overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), not {overlap}")
         self.package = package
@@ -69,7 +69,8 @@ class Predictor:
             cast_for_inference(self.network, torch.bfloat16)
         self.overlap, self.tta, self.batch_size = overlap, tta, batch_size
         self.mirrored_classes = self._mirrored_classes()
-        self.largest_component = largest_component
+        # None: as the model says (the built-in models keep each organ's largest part; other models keep all)
+        self.largest_component = package.largest_component if largest_component is None else largest_component
         self.progress = progress
         self.max_memory_gb = max_memory_gb  # refuse images whose work would need more (default: most of the RAM)
 

@@ -480,4 +480,6 @@ def _write_package(s, name, network, base_package, base_info, dimension, labels,
     }
     if base_val_dice:
         meta["metrics"]["base_val_dice"] = base_val_dice
+    if base_package and "postprocessing" in base_package.meta:  # the base's classes, segmented as it segments them
+        meta["postprocessing"] = dict(base_package.meta["postprocessing"])
     return save_package(user_models_dir() / f"{name}-{version}", meta, network.state_dict(), dtype="float32")

@@ -354,6 +354,11 @@ class ModelPackage:
         return self.meta["preprocessing"]
 
     @property
+    def largest_component(self) -> bool:
+        """Whether segmenting keeps each label's largest connected part by default (the model's own choice)."""
+        return bool(self.meta.get("postprocessing", {}).get("largest_component", False))
+
+    @property
     def weights_path(self) -> Path:
         return self.root / self.meta["weights"]["file"]
 
@@ -402,7 +407,8 @@ class ModelPackage:
             f"  preprocessing: " + (f"spacing {pre['spacing']} mm" if "spacing" in pre else f"resized to {pre['size']}")
             + f", orientation {pre.get('orientation') or 'as input'}, "
             f"intensity {pre['intensity']['method']}" + (f" ({intensity})" if intensity else ""),
-            f"  labels ({len(m['labels'])}): " + ", ".join(f"{d['value']} {d['name']}" for d in m["labels"]),
+            f"  labels ({len(m['labels'])}): " + ", ".join(f"{d['value']} {d['name']}" for d in m["labels"])
+            + ("; each label's largest connected part is kept" if self.largest_component else ""),
             f"  training data: {_one_line(json.dumps(m['provenance']['training_data']), 300)}",
         ]
         metrics = {k: v for k, v in m.get("metrics", {}).items() if k != "description"}
