@@ -322,7 +322,10 @@ def report(args):
         for r in (r for r in results if r["fold"] == fold):
             names = CHEST[:3] if fold == "lidc-drr" else CLASSES
             xs = [p["minutes"] for p in r["curve"]]
-            line, = ax.plot(xs, [mean(p["dice"], names) for p in r["curve"]], marker="o", label=f"{r['arm']} mean")
+            family = r["arm"].split("-")[0]  # one colour per recipe on every panel: unimiss blue, MONAI orange
+            colour = {"scratch": "C0", "drr": "C0", "base": "C2", "monai": "C1"}.get(family)
+            line, = ax.plot(xs, [mean(p["dice"], names) for p in r["curve"]], marker="o", label=f"{r['arm']} mean",
+                            color=colour)
             organs = ("lung_left", "heart") if fold == "lidc-drr" else ("liver", "spleen")
             for organ, style in zip(organs, (":", "-.")):
                 ax.plot(xs, [p["dice"].get(organ, np.nan) for p in r["curve"]], ls=style, color=line.get_color(),
