@@ -322,8 +322,9 @@ def report(args):
         for r in (r for r in results if r["fold"] == fold):
             names = CHEST[:3] if fold == "lidc-drr" else CLASSES
             xs = [p["minutes"] for p in r["curve"]]
-            family = r["arm"].split("-")[0]  # one colour per recipe on every panel: unimiss blue, MONAI orange
-            colour = {"scratch": "C0", "drr": "C0", "base": "C2", "monai": "C1"}.get(family)
+            # One colour per recipe on every panel: unimiss blue, from the base model green, MONAI orange;
+            # a variant run under other conditions (--tag) purple.
+            colour = {"scratch": "C0", "drr": "C0", "base": "C2", "monai": "C1", "monai-drr": "C1"}.get(r["arm"], "C4")
             line, = ax.plot(xs, [mean(p["dice"], names) for p in r["curve"]], marker="o", label=f"{r['arm']} mean",
                             color=colour)
             organs = ("lung_left", "heart") if fold == "lidc-drr" else ("liver", "spleen")
@@ -334,7 +335,7 @@ def report(args):
                 ax.axhline(mean(r["base_dice"], names), color="grey", ls="--", label="base model alone")
         ax.set(title=f"held out: {fold}", xlabel="minutes", ylabel="Dice (working grid)", ylim=(0, 1))
         ax.legend(fontsize=7)
-    fig.suptitle(cpus[0][:110], fontsize=8)
+    fig.suptitle("; ".join(cpus)[:220], fontsize=8)
     fig.tight_layout()
     fig.savefig(args.plot)
     print(f"wrote {out / 'finetune_benchmark.md'} and {args.plot}", file=sys.stderr)
