@@ -7,8 +7,8 @@ in a finish handler, the buttons, bars and timer are reset.
 from __future__ import annotations
 
 import importlib
-import os
 import logging
+import os
 import sys
 
 import qt
