@@ -5,22 +5,11 @@ import json
 
 import torch
 
-from testkit import DATA, events, run_unimiss
+from testkit import DATA, PLUS_CT as CT, PLUS_RADIOGRAPHS as XRAYS, events, pretrain_plus, run_unimiss
 from unimiss.models import MiTPlusSegmentation
 from unimiss.models.official_plus import from_official_plus_pretrain, load_plus_checkpoint, transfer_plus_pretrain
 from unimiss.progress import Progress
 from unimiss.training.pretrain import PretrainSettings, pretrain
-
-
-XRAYS = [DATA / "xray" / "nih-00000001_000.png", DATA / "xray" / "tbx11k-h0001.png"]
-CT = DATA / "ct" / "ts-abdomen" / "image.nii.gz"
-
-
-def pretrain_plus(out, epochs, *extra, torchrun=False):
-    return run_unimiss(["pretrain", "--plus", "--images2d", *XRAYS, "--images3d", CT,
-                        "--view-size-2d", "32", "32", "--view-size-3d", "16", "32", "32", "--spacing", "4",
-                        "--epochs", epochs, "--interval", "1", "--batch-size", "1", "--samples-per-epoch", "1",
-                        "--out-dim", "64", "--save-every", "1", "--output", out, "--progress", "jsonl", *extra], torchrun=torchrun)
 
 
 def test_plus_pretraining_losses_fall_and_the_official_layout_starts_fine_tuning(tmp_path):

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from slicer_testing import CT, XRAY, make_models, new_scene, slicer
-from testkit import run_unimiss
+from slicer_testing import make_models, new_scene, slicer
+from testkit import pretrain_plus
 
 
 @pytest.fixture(scope="session")
@@ -22,9 +22,7 @@ def model_home(tmp_path_factory):
 def plus_checkpoint(tmp_path_factory):
     """A UniMiSS+ pretraining checkpoint (the UniMissPlus.pth layout) from one tiny `unimiss pretrain --plus` epoch."""
     out = tmp_path_factory.mktemp("pretrain-plus")
-    proc = run_unimiss(["pretrain", "--plus", "--images2d", XRAY, "--images3d", CT, "--view-size-2d", "32", "32",
-                        "--view-size-3d", "16", "32", "32", "--spacing", "4", "--epochs", "1", "--batch-size", "1",
-                        "--samples-per-epoch", "1", "--out-dim", "64", "--output", out, "--progress", "none"])
+    proc = pretrain_plus(out, 1)
     assert proc.returncode == 0, proc.stderr
     return out / "checkpoint.pth"
 
