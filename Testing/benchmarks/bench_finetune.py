@@ -97,7 +97,8 @@ class Recorder:
         print(f"  {json.dumps(fields)}", file=sys.stderr, flush=True)
 
 
-def run_unimiss(arm, train, held_out, minutes, work: Path, dims: int, spacing=None, patch=None, base=BASE):
+def run_unimiss(arm, train, held_out, minutes, work: Path, dims: int, spacing=None, patch=None, base=BASE,
+                contrast_phases=True):
     """One `unimiss finetune` run through its Python API; the held-out cases are monitored."""
     from unimiss.training import CaseFiles, FinetuneSettings, finetune
 
@@ -106,7 +107,7 @@ def run_unimiss(arm, train, held_out, minutes, work: Path, dims: int, spacing=No
                                 iterations_per_epoch=25 if dims == 3 else 50, validation=0,
                                 intensity="ct" if dims == 3 else "percentile", workdir=work / f"w-{arm}",
                                 patience=10_000, command=f"bench_finetune.py {arm}", spacing=spacing,
-                                patch_size=patch)
+                                patch_size=patch, contrast_phases=contrast_phases)
     recorder = Recorder()
     package = finetune(settings, [CaseFiles(*c) for c in train], recorder,
                        monitor_files=[CaseFiles(*c) for c in held_out])
@@ -267,7 +268,7 @@ def run(args):
             dims = 2 if fold == "lidc-drr" else 3
             result = (run_monai(train, held_out, minutes, work / f"{arm}-{fold}", dims) if arm.startswith("monai")
                       else run_unimiss(arm, train, held_out, minutes, work / f"{arm}-{fold}", dims,
-                                       args.spacing, args.patch_size, args.base))
+                                       args.spacing, args.patch_size, args.base, not args.no_contrast_phases))
             if arm == "base":
                 result["base_dice"] = base_dice(held_out, work, args.base)
                 result["base"] = str(args.base)
@@ -357,6 +358,8 @@ def main():
                         "(for an honest fold, one trained without the held-out patient)")
     parser.add_argument("--spacing", type=float, nargs="+", help="unimiss arms: working spacing (default: planned)")
     parser.add_argument("--patch-size", type=int, nargs="+", help="unimiss arms: patch (default: planned)")
+    parser.add_argument("--no-contrast-phases", action="store_true",
+                        help="unimiss arms: without simulated contrast phases (as before they were part of the recipe)")
     parser.add_argument("--tag", help="appended to the arm's name in the results (a variant of the recipe)")
     parser.add_argument("--work", help="work folder (default: a new temporary folder)")
     args = parser.parse_args()

@@ -315,3 +315,39 @@ def test_the_plan_is_a_slab_of_whole_cross_sections_within_the_compute_budget():
         assert np.all(np.array(patch[1:]) * spacing[1::-1] >= field / 1.125 - 0.5), (patch, spacing, field)  # mm; spacing has 3 decimals
         assert np.prod(patch) <= PATCH_VOXELS[3] and patch[0] >= 16 and plan_batch(patch) >= 2
         assert spacing[2] <= max(spacing[:2]) or spacing[2] == max(sp[2] for _, sp in cases)
+
+
+def test_contrast_phases_make_the_native_aorta_arterial_or_venous_and_leave_the_rest():
+    """On the real native CT (ts-abdomen, aorta about 41 HU), the simulated phases put the aorta's median in each
+    phase's range, keep its texture, and leave what takes up no contrast (fat, muscle, bone, air) as it was."""
+    from unimiss.inference.preprocessing import INTENSITY_PRESETS, normalise
+    from unimiss.training.contrast import TARGETS, ContrastPhases
+
+    src = DATA / "ct" / "ts-abdomen"
+    ids = {v: int(k) for k, v in json.loads((src / "labels.json").read_text())["labels"].items()}
+    image, labels = read_image(src / "image.nii.gz"), read_image(src / "labels.nii.gz")
+    names = ["liver", "spleen", "kidney_left", "kidney_right", "aorta", "stomach"]
+    z = slice(60, 92)
+    mask = np.zeros(labels.array[z].shape, np.int64)
+    for value, name in enumerate(names, start=1):
+        mask[labels.array[z] == ids[name]] = value
+    intensity = INTENSITY_PRESETS["ct"]
+    images = torch.from_numpy(normalise(image.array[z], intensity))[None, None].repeat(24, 1, 1, 1, 1)
+    targets = torch.from_numpy(mask)[None].repeat(24, 1, 1, 1)
+    phases = ContrastPhases(names, intensity, image.spacing[::-1], probability=1.0)
+    assert phases.structures == ["aorta", "kidney_left", "kidney_right", "liver", "spleen"]  # not the stomach
+    out, out_targets = phases(images.clone(), targets.clone(), torch.Generator().manual_seed(0))
+    assert torch.equal(out_targets, targets)
+
+    aorta = targets[0] == 5
+    before = images[0, 0][aorta] * 1000
+    near = torch.nn.functional.max_pool3d(((targets[0] > 0) & (targets[0] != 6)).float()[None, None], 5, 1, 2)[0, 0] > 0
+    seen = set()
+    for i in range(len(out)):
+        after = out[i, 0][aorta] * 1000
+        median = float(after.median())
+        phase = next(p for p, t in TARGETS.items() if t["aorta"][0] - 15 <= median <= t["aorta"][1] + 15)
+        seen.add(phase)
+        assert np.corrcoef(before.numpy(), after.numpy())[0, 1] > 0.8  # the same texture, shifted
+        assert torch.equal(out[i, 0][~near], images[i, 0][~near])
+    assert seen == {"native", "arterial", "venous"}, seen

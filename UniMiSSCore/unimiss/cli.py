@@ -95,8 +95,8 @@ def _finetune(args) -> int:
         spacing=tuple(args.spacing) if args.spacing else None, intensity=args.intensity, epochs=args.epochs,
         minutes=args.minutes, iterations_per_epoch=args.iterations, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, seed=args.seed, validation=args.validation,
-        patience=args.patience, precision=args.precision, device=args.device,
-        workdir=Path(args.workdir) if args.workdir else None,
+        patience=args.patience, contrast_phases=not args.no_contrast_phases, precision=args.precision,
+        device=args.device, workdir=Path(args.workdir) if args.workdir else None,
         resume=args.resume, command="unimiss " + " ".join(sys.argv[1:]))
     files = pairs_from_args(args.images or (), args.labels or (), args.data, args.csv)
     package = finetune(settings, files, progress)
@@ -404,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: a fifth, at least one; none with fewer than three cases: all train)")
     ft.add_argument("--patience", type=int, default=20,
                     help="early stopping: epochs without a better validation Dice")
+    ft.add_argument("--no-contrast-phases", action="store_true",
+                    help="CT: do not simulate other contrast phases (by default half the patches see their aorta, "
+                         "heart, kidneys, liver, spleen... as native, arterial or venous, when the labels name them)")
     ft.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                     help="auto: fp32 on CPUs, bf16 (or fp16) autocast on GPUs")
     ft.add_argument("--device", default="auto",

@@ -23,6 +23,7 @@ from ..models.official import build_bounded, load_checkpoint
 from ..inference.preprocessing import INTENSITY_PRESETS
 from .cases import class_names_of, prepare_case, read_pair
 from .common import init_distributed, save_checkpoint_file
+from .contrast import ContrastPhases
 from .losses import DeepSupervisionLoss
 from .recipe import HEAD_WARMUP, Budget, learning_rate, plan_batch, plan_patch, plan_spacing
 from .sampling import PatchSampler, augment
@@ -50,6 +51,7 @@ class FinetuneSettings:
     seed: int = 0
     validation: int | None = None         # how many of the cases to hold out (default: about a fifth, at least one)
     patience: int = 20                    # epochs without a better validation Dice before stopping
+    contrast_phases: bool = True          # simulate native, arterial and venous phases (CT with named structures)
     precision: str = "auto"
     device: str = "auto"
     workdir: Path | None = None           # default: unimiss-finetune-<name> beside the training data
@@ -171,6 +173,9 @@ def finetune(settings: FinetuneSettings, case_files, progress, monitor_files=())
     model = torch.nn.parallel.DistributedDataParallel(network) if world > 1 else network
 
     sampler = PatchSampler(train_cases, patch)
+    phases = ContrastPhases.for_training(class_names, preprocessing, dimension) if s.contrast_phases else None
+    if rank == 0 and phases:
+        progress.message("contrast phases simulated (native, arterial, venous) for " + ", ".join(phases.structures))
     loss_fn = DeepSupervisionLoss()
     lr = s.lr or (1e-2 if s.optimizer == "sgd" else (3e-4 if s.base else 1e-3))
     groups = _parameter_groups(network, s, base_package)
@@ -186,7 +191,8 @@ def finetune(settings: FinetuneSettings, case_files, progress, monitor_files=())
            "network": {"config": {k: v for k, v in network.config.to_dict().items() if not k.startswith("img_size")},
                        "num_classes": num_classes, "in_channels": network.in_channels},
            "base": str(s.base) if s.base else None, "optimizer": s.optimizer, "lr": lr, "schedule": s.schedule,
-           "iterations": s.iterations_per_epoch, "batch_size": batch_size, "seed": s.seed, "minutes": s.minutes}
+           "iterations": s.iterations_per_epoch, "batch_size": batch_size, "seed": s.seed, "minutes": s.minutes,
+           "contrast_phases": phases.structures if phases else []}
     if s.resume:
         state, best_state = _resume(checkpoint_path, run, network, optimizer)
         budget.start -= 60 * (state["history"][-1]["minutes"] if state["history"] else 0.0)
@@ -227,7 +233,10 @@ def finetune(settings: FinetuneSettings, case_files, progress, monitor_files=())
                     frozen = group["pretrained"] and done < head_warmup
                     group["lr"] = 0.0 if frozen else group["scale"] * learning_rate(
                         (done - head_warmup) / (1 - head_warmup) if group["pretrained"] else done, lr, s.schedule)
-                images, targets = augment(*sampler.sample(batch_size, rng), generator)
+                images, targets = sampler.sample(batch_size, rng)
+                if phases:
+                    images, targets = phases(images, targets, generator)
+                images, targets = augment(images, targets, generator)
                 images, targets = images.to(device), targets.to(device)
                 with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                     outputs = model(images)
