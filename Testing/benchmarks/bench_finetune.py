@@ -319,15 +319,17 @@ def report(args):
     print(text)
     folds = sorted({r["fold"] for r in results})
     fig, axes = plt.subplots(1, len(folds), figsize=(5 * len(folds), 4), squeeze=False)
+    # One colour per recipe on every panel: unimiss blue, from the base model green, MONAI orange;
+    # variants (--tag) purple, brown, pink... one each.
+    colours = {"scratch": "C0", "drr": "C0", "base": "C2", "monai": "C1", "monai-drr": "C1"}
+    for i, arm in enumerate(sorted({r["arm"] for r in results} - set(colours))):
+        colours[arm] = f"C{4 + i % 6}"
     for ax, fold in zip(axes[0], folds):
         for r in (r for r in results if r["fold"] == fold):
             names = CHEST[:3] if fold == "lidc-drr" else CLASSES
             xs = [p["minutes"] for p in r["curve"]]
-            # One colour per recipe on every panel: unimiss blue, from the base model green, MONAI orange;
-            # a variant run under other conditions (--tag) purple.
-            colour = {"scratch": "C0", "drr": "C0", "base": "C2", "monai": "C1", "monai-drr": "C1"}.get(r["arm"], "C4")
             line, = ax.plot(xs, [mean(p["dice"], names) for p in r["curve"]], marker="o", label=f"{r['arm']} mean",
-                            color=colour)
+                            color=colours[r["arm"]])
             organs = ("lung_left", "heart") if fold == "lidc-drr" else ("liver", "spleen")
             for organ, style in zip(organs, (":", "-.")):
                 ax.plot(xs, [p["dice"].get(organ, np.nan) for p in r["curve"]], ls=style, color=line.get_color(),

@@ -37,7 +37,7 @@ def images_per_second(config, dims, batch, out_dim, iterations):
         start = time.perf_counter()
         with torch.no_grad():
             teacher_out = teacher(views)
-        loss = loss_fn(student(views), teacher_out, 0)
+        loss = loss_fn(student(views), teacher_out, 0, dims)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip_gradients(student, 0.3)

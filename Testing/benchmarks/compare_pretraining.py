@@ -30,13 +30,18 @@ ARMS = {"scratch": [], "pretrained": ["--base", "CHECKPOINT"], "scratch-no-contr
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("checkpoint", type=Path, nargs="?", help="needed by the pretrained arm")
     parser.add_argument("--minutes", type=float, default=30)
+    parser.add_argument("--epochs", type=int,
+                        help="instead of --minutes: this many epochs of 50 steps, so that arms run at different "
+                             "times (or under different load) compare")
     parser.add_argument("--work", type=Path, default=Path("/tmp/unimiss-compare"))
     parser.add_argument("--arms", nargs="+", default=["scratch", "pretrained"], choices=list(ARMS),
                         help="scratch-no-contrast-phases: from scratch as the recipe was before it simulated phases")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "pretraining")
     args = parser.parse_args()
+    if "pretrained" in args.arms and not args.checkpoint:
+        parser.error("the pretrained arm needs CHECKPOINT")
     data = args.work / "data"
     if not (data / "heldout.csv").is_file():
         subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_demo_data.py"), str(data)], check=True)
@@ -51,13 +56,15 @@ def main():
         log = open(args.work / f"{name}.jsonl", "w")
         procs[name] = subprocess.Popen(
             [sys.executable, "-m", "unimiss", "finetune", "--csv", str(data / "compare-train.csv"), *CT_ARGS, *extra,
-             "--minutes", str(args.minutes), "--name", f"compare-{name}", "--workdir", str(args.work / name)],
+             *(["--epochs", str(args.epochs)] if args.epochs else ["--minutes", str(args.minutes)]),
+             "--name", f"compare-{name}", "--workdir", str(args.work / name)],
             env=env, stdout=log)
     for name, proc in procs.items():
         if proc.wait():
             raise SystemExit(f"the {name} run failed (its log: {args.work / f'{name}.jsonl'})")
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {"minutes": args.minutes, "checkpoint": args.checkpoint.name, "load_average_end": os.getloadavg()[0]}
+    path = args.out / "pretraining.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}  # arms run earlier stay
     for name in runs:
         figures = args.work / f"{name}-heldout.json"
         subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate_builtin.py"), f"compare-{name}",
@@ -65,15 +72,15 @@ def main():
                         "--set", "native", str(data / "heldout-native.csv"),
                         "--set", "arterial", str(data / "heldout-arterial.csv")], env=env, check=True)
         meta = json.loads(next((args.work / "home" / "models").glob(f"compare-{name}-*/model.json")).read_text())
-        results[name] = {"held_out": json.loads(figures.read_text()),
+        results[name] = {"held_out": json.loads(figures.read_text()), "budget": f"{args.epochs} epochs" if args.epochs
+                         else f"{args.minutes} minutes", "load_average_end": round(os.getloadavg()[0], 1),
                          "iterations": meta["provenance"]["iterations"], "minutes": meta["provenance"]["minutes"],
-                         "history": [{"minutes": h["minutes"], "val_dice": h["val_dice"]}
-                                     for h in meta["metrics"]["history"] if h.get("val_dice")]}
-    (args.out / "pretraining.json").write_text(json.dumps(results, indent=1) + "\n")
+                         "base": meta["provenance"].get("base_model")}
+    path.write_text(json.dumps(results, indent=1) + "\n")
     classes = [c for c in results[args.arms[0]]["held_out"]["native"] if not c.startswith("_")]
     print("| run | set | iterations | " + " | ".join(classes) + " |")
     print("|---|---|---|" + "---|" * len(classes))
-    for name in runs:
+    for name in (a for a in ARMS if a in results):
         for phase, figures in results[name]["held_out"].items():
             print(f"| {name} | {phase} | {results[name]['iterations']} | "
                   + " | ".join(f"{figures.get(c, float('nan')):.3f}" for c in classes) + " |")

@@ -90,7 +90,7 @@ def test_short_run_loss_falls_and_checkpoint_is_official(trained):
                              "module.backbone.norm.", "module.head.")) for k in ckpt["student"])
     assert "backbone.transformer.pos_embed3D1" in ckpt["teacher"] and "head.last_layer.weight_v" in ckpt["teacher"]
     assert ckpt["args"].arch == "compact" and ckpt["args"].img_size3D == [16, 64, 64]
-    assert ckpt["loss"]["center"].shape == (1, 1024)
+    assert ckpt["loss"]["center"].shape == ckpt["loss"]["center_3d"].shape == (1, 1024)
 
     # Both networks load through the official reader; the teacher reproduces the saved teacher.
     s = settings(out, out_dim=1024)
@@ -182,7 +182,8 @@ def test_resume_continues_an_interrupted_run_exactly(tmp_path):
     assert parts["epoch"] == 3
     for which in ("teacher", "student"):
         assert all(torch.allclose(whole[which][k], parts[which][k], atol=1e-6) for k in whole[which])
-    assert torch.allclose(whole["loss"]["center"], parts["loss"]["center"], atol=1e-6)
+    for centre in ("center", "center_3d"):
+        assert torch.allclose(whole["loss"][centre], parts["loss"][centre], atol=1e-6)
     log = [json.loads(l) for l in (tmp_path / "parts" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2, 3]
 
@@ -201,3 +202,19 @@ def test_no_images_is_a_one_line_error(tmp_path):
     assert proc.returncode != 0 and proc.stderr.strip().startswith("unimiss: error:") and "Traceback" not in proc.stderr
     proc = run(["--images2d", XRAYS[0], "--view-size-2d", "60", "64"], tmp_path)
     assert proc.returncode != 0 and "multiple of" in proc.stderr
+
+
+def test_radiographs_and_volumes_are_centred_on_their_own_mean():
+    """The teacher's outputs are centred on the running mean of their own kind: 3D batches leave the 2D centre
+    where 2D batches put it (with one shared centre, small runs collapsed at every switch of kind)."""
+    from unimiss.training.pretrain import DistillationLoss
+
+    loss = DistillationLoss(16, lambda epoch: 0.04)
+    torch.manual_seed(0)
+    radiographs, volumes = torch.randn(8, 16), torch.randn(8, 16) + 3.0
+    for _ in range(60):
+        loss(radiographs, radiographs, 0, 2)
+    for _ in range(60):
+        loss(volumes, volumes, 0, 3)
+    assert torch.allclose(loss.center, radiographs.mean(0, keepdim=True), atol=1e-2)
+    assert torch.allclose(loss.center_3d, volumes.mean(0, keepdim=True), atol=1e-2)

@@ -107,28 +107,37 @@ def build_networks(s: PretrainSettings):
 
 
 class DistillationLoss(nn.Module):
-    """The published TrainLoss for two views: centred, sharpened teacher vs student, across different views."""
+    """The published TrainLoss for two views: centred, sharpened teacher vs student, across different views.
+
+    One centre per dimension (`center` for 2D, as published, and `center_3d`): radiographs and CT volumes give
+    the teacher different mean outputs, and with a single centre each switch between 2D and 3D epochs leaves it
+    on the other kind's mean for about twenty steps. Published epochs are thousands of steps; a small data set's
+    are a few, so the whole run sat in that transient and the network collapsed (every image of a kind gave the
+    same output: Testing/benchmarks/check_pretraining_collapse.py).
+    """
 
     def __init__(self, out_dim, teacher_temps, student_temp=0.1, center_momentum=0.9):
         super().__init__()
         self.teacher_temps, self.student_temp, self.center_momentum = teacher_temps, student_temp, center_momentum
         self.register_buffer("center", torch.zeros(1, out_dim))
+        self.register_buffer("center_3d", torch.zeros(1, out_dim))
 
-    def forward(self, student_out, teacher_out, epoch):
+    def forward(self, student_out, teacher_out, epoch, kind: int):
+        center = self.center if kind == 2 else self.center_3d
         student = (student_out / self.student_temp).chunk(2)
-        teacher = F.softmax((teacher_out - self.center) / self.teacher_temps(epoch), dim=-1).detach().chunk(2)
+        teacher = F.softmax((teacher_out - center) / self.teacher_temps(epoch), dim=-1).detach().chunk(2)
         loss = sum(torch.sum(-teacher[i] * F.log_softmax(student[1 - i], dim=-1), dim=-1).mean() for i in range(2)) / 2
-        self.update_center(teacher_out)
+        self.update_center(teacher_out, center)
         return loss
 
     @torch.no_grad()
-    def update_center(self, teacher_out):
+    def update_center(self, teacher_out, center):
         batch_center = teacher_out.sum(dim=0, keepdim=True)
         count = torch.tensor(float(len(teacher_out)), device=teacher_out.device)
         if dist.is_initialized():
             dist.all_reduce(batch_center)
             dist.all_reduce(count)
-        self.center.mul_(self.center_momentum).add_(batch_center / count, alpha=1 - self.center_momentum)
+        center.mul_(self.center_momentum).add_(batch_center / count, alpha=1 - self.center_momentum)
 
 
 def cosine(base, final, t, warmup_t=0.0, start=0.0):
@@ -196,11 +205,15 @@ def save_checkpoint(path: Path, student, teacher, optimizer, loss, epoch, s, wor
         save_checkpoint_file({"student": plus_official_state(student, "module."),
                               "teacher": plus_official_state(teacher, ""), "optimizer": optimizer.state_dict(),
                               "epoch": epoch, "args": checkpoint_args(s, world),
-                              "dino_loss": {"center": loss.center.detach().cpu()}}, path)
+                              "dino_loss": centres(loss)}, path)
         return
     save_checkpoint_file({"student": official_state(student, "module."), "teacher": official_state(teacher, ""),
                           "optimizer": optimizer.state_dict(), "epoch": epoch, "args": checkpoint_args(s, world),
-                          "loss": {"center": loss.center.detach().cpu()}}, path)
+                          "loss": centres(loss)}, path)
+
+
+def centres(loss: DistillationLoss) -> dict:
+    return {"center": loss.center.detach().cpu(), "center_3d": loss.center_3d.detach().cpu()}
 
 
 def _resume(path: Path, s: PretrainSettings, world: int, student, teacher, optimizer, loss_fn) -> int:
@@ -226,6 +239,7 @@ def _resume(path: Path, s: PretrainSettings, world: int, student, teacher, optim
         load_state(teacher, saved["teacher"], "")
         optimizer.load_state_dict(saved["optimizer"])
         loss_fn.center.copy_(saved[centre]["center"])
+        loss_fn.center_3d.copy_(saved[centre].get("center_3d", saved[centre]["center"]))
         return int(saved["epoch"])
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -335,7 +349,7 @@ def pretrain(s: PretrainSettings, progress) -> Path | None:
             else:
                 with torch.no_grad():
                     teacher_out = teacher(views)
-                loss = loss_fn(model(views), teacher_out, epoch)
+                loss = loss_fn(model(views), teacher_out, epoch, kind)
             if not math.isfinite(loss.item()):
                 raise ValueError(f"the loss became {loss.item()} in epoch {epoch + 1}; try a lower --lr")
             optimizer.zero_grad(set_to_none=True)

@@ -85,7 +85,7 @@ def plus_step(model, teacher, loss_fn, views, kind: int, epoch: int, s, rng) -> 
         with torch.no_grad():
             teacher_out, _ = teacher(views)
         out, recon = model(views)
-        distill = loss_fn(out, teacher_out, epoch)
+        distill = loss_fn(out, teacher_out, epoch, kind)
         rebuild = F.mse_loss(torch.sigmoid(recon), torch.cat(views))
         return distill + s.weight_recon * rebuild, {"distill": distill.item(), "recon": rebuild.item()}
     with torch.no_grad():
@@ -95,9 +95,9 @@ def plus_step(model, teacher, loss_fn, views, kind: int, epoch: int, s, rng) -> 
     slices = [v[:, :, ::2].transpose(1, 2).flatten(0, 1).expand(-1, 3, -1, -1) for v in views]
     (out_ct, recon_ct), (out_drr, recon_drr), (out_slices, _) = model(views, drr, slices)
     out_slices = out_slices.view(len(teacher_out), -1, out_slices.shape[-1]).mean(1)
-    ct2ct = loss_fn(out_ct, teacher_out, epoch)
-    drr2ct = loss_fn(out_drr, teacher_out, epoch)  # the centre moves with each call, as published
-    slice2ct = loss_fn(out_slices, teacher_out, epoch)
+    ct2ct = loss_fn(out_ct, teacher_out, epoch, kind)
+    drr2ct = loss_fn(out_drr, teacher_out, epoch, kind)  # the centre moves with each call, as published
+    slice2ct = loss_fn(out_slices, teacher_out, epoch, kind)
     rebuild = (F.mse_loss(torch.sigmoid(recon_ct), _unit_range(torch.cat(views)))
                + F.mse_loss(torch.sigmoid(recon_drr), torch.cat(drr)))
     loss = ct2ct + s.weight_drr * drr2ct + s.weight_slices * slice2ct + s.weight_recon * rebuild
