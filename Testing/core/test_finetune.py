@@ -67,6 +67,8 @@ def test_from_scratch_registers_a_versioned_package_that_segments(cases, tmp_pat
     assert roles == ["training", "training", "validation"]
     # No silent hold-out: the run says which case validates, and why.
     assert any(e["text"].startswith("validation: case2 (the last 1 of 3 cases") for e in events(proc, "message"))
+    assert "contrast phases simulated (native, arterial, venous) for kidney_left, kidney_right, liver, spleen" in [
+        e["text"] for e in events(proc, "message")]
     assert all(len(c["sha256"]) == 64 for c in meta["provenance"]["training_data"])
     assert "finetune" in meta["provenance"]["command"] and meta["provenance"]["base_model"] is None
     # The same name again: a new version beside the first.
