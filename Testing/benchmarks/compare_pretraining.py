@@ -38,6 +38,7 @@ def main():
     parser.add_argument("--work", type=Path, default=Path("/tmp/unimiss-compare"))
     parser.add_argument("--arms", nargs="+", default=["scratch", "pretrained"], choices=list(ARMS),
                         help="scratch-no-contrast-phases: from scratch as the recipe was before it simulated phases")
+    parser.add_argument("--tag", default="", help="appended to the arms' names (e.g. which pretraining run)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "pretraining")
     args = parser.parse_args()
     if "pretrained" in args.arms and not args.checkpoint:
@@ -50,7 +51,8 @@ def main():
     train = [row for row in (data / "heldout.csv").read_text().splitlines() if row not in held_out]
     (data / "compare-train.csv").write_text("\n".join(train) + "\n")
     env = {**os.environ, "UNIMISS_HOME": str(args.work / "home"), "OMP_NUM_THREADS": "1"}
-    runs = {arm: [str(args.checkpoint) if a == "CHECKPOINT" else a for a in ARMS[arm]] for arm in args.arms}
+    runs = {arm + (f"-{args.tag}" if args.tag else ""): [str(args.checkpoint) if a == "CHECKPOINT" else a
+                                                         for a in ARMS[arm]] for arm in args.arms}
     procs = {}
     for name, extra in runs.items():
         log = open(args.work / f"{name}.jsonl", "w")
@@ -77,10 +79,10 @@ def main():
                          "iterations": meta["provenance"]["iterations"], "minutes": meta["provenance"]["minutes"],
                          "base": meta["provenance"].get("base_model")}
     path.write_text(json.dumps(results, indent=1) + "\n")
-    classes = [c for c in results[args.arms[0]]["held_out"]["native"] if not c.startswith("_")]
+    classes = [c for c in results[next(iter(runs))]["held_out"]["native"] if not c.startswith("_")]
     print("| run | set | iterations | " + " | ".join(classes) + " |")
     print("|---|---|---|" + "---|" * len(classes))
-    for name in (a for a in ARMS if a in results):
+    for name in results:
         for phase, figures in results[name]["held_out"].items():
             print(f"| {name} | {phase} | {results[name]['iterations']} | "
                   + " | ".join(f"{figures.get(c, float('nan')):.3f}" for c in classes) + " |")

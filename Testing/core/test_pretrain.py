@@ -218,3 +218,14 @@ def test_radiographs_and_volumes_are_centred_on_their_own_mean():
         loss(volumes, volumes, 0, 3)
     assert torch.allclose(loss.center, radiographs.mean(0, keepdim=True), atol=1e-2)
     assert torch.allclose(loss.center_3d, volumes.mean(0, keepdim=True), atol=1e-2)
+
+
+def test_a_run_that_is_not_learning_says_so(tmp_path):
+    """Seven radiographs, a few steps per epoch: the teacher gives every image the same output (the loss sits at
+    ln(out_dim)), and after ten such epochs the run says it is not learning."""
+    proc = run_unimiss(["pretrain", "--images2d", *sorted(str(p) for p in (DATA / "xray").glob("nih-0000000[1-3]*.png")),
+                        "--epochs", "20", "--samples-per-epoch", "8", "--batch-size", "4", "--out-dim", "256",
+                        "--view-size-2d", "64", "64", "--output", str(tmp_path / "out"), "--progress", "jsonl"])
+    assert proc.returncode == 0, proc.stderr
+    warnings = [e["text"] for e in events(proc, "message") if "the teacher gives every image the same output" in e["text"]]
+    assert len(warnings) == 1 and "ln(256) = 5.55" in warnings[0], [m["loss"] for m in events(proc, "metric")]

@@ -248,6 +248,14 @@ def _resume(path: Path, s: PretrainSettings, world: int, student, teacher, optim
 
 # ---------------------------------------------------------------- training
 
+UNIFORM_EPOCHS = 10  # epochs in a row at the uniform solution before the run says it is not learning
+
+
+def at_uniform_solution(distillation_loss: float, out_dim: int) -> bool:
+    """A uniform teacher (nothing distinguishes one image from another) costs any student at least ln(out_dim)."""
+    return distillation_loss > 0.995 * math.log(out_dim)
+
+
 def epoch_kind(epoch: int, s: PretrainSettings) -> int:
     """2 or 3: the published order is `interval` 2D epochs, then `interval` 3D epochs, and so on."""
     if not s.images3d:
@@ -314,6 +322,7 @@ def pretrain(s: PretrainSettings, progress) -> Path | None:
         log_path.unlink()
 
     start = time.monotonic()
+    at_uniform = 0  # epochs in a row whose distillation loss sat at the uniform solution
     for epoch in range(start_epoch, s.epochs):
         epoch_start = time.monotonic()
         kind = epoch_kind(epoch, s)
@@ -384,6 +393,12 @@ def pretrain(s: PretrainSettings, progress) -> Path | None:
                 f.write(json.dumps(record) + "\n")
             remaining = (s.epochs - epoch - 1) * (time.monotonic() - epoch_start)
             progress.metric(epoch=epoch + 1, kind=f"{kind}D", loss=round(mean_loss, 5), eta_s=round(remaining))
+            at_uniform = at_uniform + 1 if at_uniform_solution(parts.get("distill", mean_loss), s.out_dim) else 0
+            if at_uniform == UNIFORM_EPOCHS:
+                progress.message(
+                    f"epochs {epoch + 2 - UNIFORM_EPOCHS}-{epoch + 1}: the distillation loss has stayed at "
+                    f"ln({s.out_dim}) = {math.log(s.out_dim):.2f}, where the teacher gives every image the same output "
+                    "and the student learns nothing from it; runs on a few dozen images stayed there (README)")
             if (epoch + 1) % s.save_every == 0 or epoch + 1 == s.epochs:
                 save_checkpoint(checkpoint_path, student, teacher, optimizer, loss_fn, epoch + 1, s, world)
     set_3d_trainable(student, True)
