@@ -112,8 +112,9 @@ class DistillationLoss(nn.Module):
     One centre per dimension (`center` for 2D, as published, and `center_3d`): radiographs and CT volumes give
     the teacher different mean outputs, and with a single centre each switch between 2D and 3D epochs leaves it
     on the other kind's mean for about twenty steps. Published epochs are thousands of steps; a small data set's
-    are a few, so the whole run sat in that transient and the network collapsed (every image of a kind gave the
-    same output: Testing/benchmarks/check_pretraining_collapse.py).
+    are a few, so a run spends them in that transient. On a few dozen images the shared centre let the network
+    settle on one output per kind while the loss fell as if it learnt (Testing/benchmarks/
+    check_pretraining_collapse.py); with a centre per kind that state shows as what it is, a loss at ln(out_dim).
     """
 
     def __init__(self, out_dim, teacher_temps, student_temp=0.1, center_momentum=0.9):
