@@ -25,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CT_ARGS = ["--config", "compact", "--spacing", "2.5", "2.5", "2.5", "--patch-size", "32", "128", "128", "--seed", "0",
            "--patience", "1000", "--progress", "jsonl", "--validation", "0"]
-ARMS = {"scratch": [], "pretrained": ["--base", "CHECKPOINT"], "scratch-no-contrast-phases": ["--no-contrast-phases"]}
+ARMS = {"scratch": [], "pretrained": ["--base", "CHECKPOINT"], "scratch-no-contrast-phases": ["--no-contrast-phases"],
+        "scratch-tiny": ["--config", "tiny"]}
 
 
 def main():
@@ -37,7 +38,9 @@ def main():
                              "times (or under different load) compare")
     parser.add_argument("--work", type=Path, default=Path("/tmp/unimiss-compare"))
     parser.add_argument("--arms", nargs="+", default=["scratch", "pretrained"], choices=list(ARMS),
-                        help="scratch-no-contrast-phases: from scratch as the recipe was before it simulated phases")
+                        help="scratch-no-contrast-phases: from scratch as the recipe was before it simulated phases; "
+                             "scratch-tiny: from scratch with MiT-tiny instead of MiT-compact")
+    parser.add_argument("--threads", type=int, default=1, help="per run")
     parser.add_argument("--tag", default="", help="appended to the arms' names (e.g. which pretraining run)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "pretraining")
     args = parser.parse_args()
@@ -50,7 +53,7 @@ def main():
                 for row in (data / f"heldout-{phase}.csv").read_text().splitlines()[1:]}
     train = [row for row in (data / "heldout.csv").read_text().splitlines() if row not in held_out]
     (data / "compare-train.csv").write_text("\n".join(train) + "\n")
-    env = {**os.environ, "UNIMISS_HOME": str(args.work / "home"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "UNIMISS_HOME": str(args.work / "home"), "OMP_NUM_THREADS": str(args.threads)}
     runs = {arm + (f"-{args.tag}" if args.tag else ""): [str(args.checkpoint) if a == "CHECKPOINT" else a
                                                          for a in ARMS[arm]] for arm in args.arms}
     procs = {}
