@@ -71,7 +71,7 @@ class ContrastPhases:
             sparse_label, sparse_image = label[::2, ::2, ::2], images[i, 0, ::2, ::2, ::2]
             counts = torch.bincount(sparse_label.flatten(), minlength=int(label.max()) + 1)
             delta = torch.zeros(len(counts))
-            for value, (low, high), name in self.targets[phase]:
+            for value, (low, high), _ in self.targets[phase]:
                 if value >= len(counts) or counts[value] * 8 < MIN_VOXELS:
                     continue
                 hu = sparse_image[sparse_label == value] * self.scale + self.offset
@@ -80,13 +80,13 @@ class ContrastPhases:
                 continue
             shift = delta[label]
             for value, _, name in self.targets[phase]:
-                if value < len(delta) and delta[value] and (name == "heart" or
-                                                             (phase == "arterial" and name.startswith("kidney"))):
+                if value >= len(delta) or not delta[value]:
+                    continue
+                if name == "heart":
                     mask = label == value
-                    if name == "heart":
-                        shift[mask & ~self._eroded(mask, HEART_WALL_MM)] *= 0.5
-                    else:
-                        shift[self._eroded(mask, CORTEX_MM)] *= 0.35
+                    shift[mask & ~self._eroded(mask, HEART_WALL_MM)] *= 0.5
+                elif phase == "arterial" and name.startswith("kidney"):
+                    shift[self._eroded(label == value, CORTEX_MM)] *= 0.35
             blurred = F.avg_pool3d(shift[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
             shift = torch.where(shift != 0, shift, blurred)
             noise = torch.randn(shift.shape, generator=generator) * (12 / self.scale * rand())
