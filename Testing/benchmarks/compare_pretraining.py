@@ -76,7 +76,7 @@ def main():
                         str(figures), "--largest-component",
                         "--set", "native", str(data / "heldout-native.csv"),
                         "--set", "arterial", str(data / "heldout-arterial.csv")], env=env, check=True)
-        meta = json.loads(next((args.work / "home" / "models").glob(f"compare-{name}-*/model.json")).read_text())
+        meta = json.loads(next((args.work / "home" / "models").glob(f"compare-{name}-[0-9]*/model.json")).read_text())
         results[name] = {"held_out": json.loads(figures.read_text()), "budget": f"{args.epochs} epochs" if args.epochs
                          else f"{args.minutes} minutes", "load_average_end": round(os.getloadavg()[0], 1),
                          "iterations": meta["provenance"]["iterations"], "minutes": meta["provenance"]["minutes"],
