@@ -1,12 +1,12 @@
 """Labels of RICORD-1B (another patient's chest CT) for DRRs drawn as JSRT/SCR draw radiographs.
 
-    python scripts/ricord_scr_labels.py LUNGS.seg.nrrd CT_PREDICTION.seg.nrrd OUT.seg.nrrd
+    python scripts/ricord_scr_labels.py LUNGS.seg.nrrd CT_LABELS.seg.nrrd OUT.seg.nrrd
 
-LUNGS: its lungs by threshold (scripts/prepare_demo_data.py); CT_PREDICTION: the held-out CT model's labels
-of the same scan (a model that never saw it), looked at before use. OUT: the lungs, the predicted heart,
-and the aorta and the organs below the diaphragm as `aorta` and `below_diaphragm`, for
-`unimiss drr --hide aorta below_diaphragm`. The heart is a model's prediction, not a reference drawn by
-hand: figures measured against it say how two models agree.
+LUNGS: its lungs by threshold (scripts/prepare_demo_data.py); CT_LABELS: heart, aorta, liver, spleen and
+kidneys of the same scan, from the LIDC-IDRI-0001 atlas registered onto it (scripts/ricord_atlas_labels.py,
+looked at slice by slice: docs/previews/ricord-atlas-labels.png). OUT: the lungs, the heart, and the aorta
+and the organs below the diaphragm as `aorta` and `below_diaphragm`, for `unimiss drr --hide aorta
+below_diaphragm`. The heart is a registered atlas's, not a reference drawn by hand.
 """
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from unimiss.data import Label, read_labelmap, write_labelmap
 
 
 def main():
-    lungs_path, prediction_path, out_path = sys.argv[1:4]
+    lungs_path, labels_path, out_path = sys.argv[1:4]
     lungs, lung_labels = read_labelmap(lungs_path)
-    predicted, predicted_labels = read_labelmap(prediction_path)
+    predicted, predicted_labels = read_labelmap(labels_path)
     if not lungs.same_grid(predicted):
-        raise SystemExit(f"{prediction_path}: not on the grid of {lungs_path}")
+        raise SystemExit(f"{labels_path}: not on the grid of {lungs_path}")
     value = {label.name: label.value for label in predicted_labels}
     out = lungs.array.copy()
     out[predicted.array == value["heart"]] = 3
