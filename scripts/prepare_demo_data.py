@@ -11,7 +11,7 @@ ts-abdomen patient (native and arterial) for the report; OUT_DIR/all.csv trains 
 every case, for the shipped model. The labels are automatic TotalSegmentator outputs.
 
 For the radiograph model it also writes OUT_DIR/chest/lidc.nrrd and lidc.seg.nrrd:
-the whole chest CT with the radiograph classes (lungs, heart, clavicles, in drawing
+the whole chest CT without contrast (radiographs see none) with the radiograph classes (lungs, heart, clavicles, in drawing
 order), the input of `unimiss drr`; lidc-scr.seg.nrrd adds the structures cut out of the
 lung fields (HIDDEN_FROM_LUNG_FIELDS, for `unimiss drr --hide`), and OUT_DIR/chest/ricord.nrrd and ricord.seg.nrrd:
 the unlabelled RICORD-1B chest CT with its lungs found by threshold (another patient's
@@ -48,6 +48,10 @@ HIDDEN_FROM_LUNG_FIELDS = {
 }
 
 
+BONES = ("rib_", "vertebrae_", "clavicula", "scapula", "humerus", "sternum", "costal_cartilages", "hip_", "femur",
+         "sacrum", "skull")
+
+
 def merged_labels(case: Path, labelmap: ImageData, classes) -> np.ndarray:
     names = {v: int(k) for k, v in json.loads((case / "labels.json").read_text())["labels"].items()}
     out = np.zeros(labelmap.array.shape, np.uint8)
@@ -56,6 +60,18 @@ def merged_labels(case: Path, labelmap: ImageData, classes) -> np.ndarray:
             if source in names:
                 out[labelmap.array == names[source]] = value
     return out
+
+
+def without_contrast(image: ImageData, labelmap: ImageData, names: dict[str, int], rng) -> ImageData:
+    """The CT as a radiograph sees the patient, with no iodine in the blood: the native phase of every labelled
+    contrast-taking structure, and anything else denser than 150 HU that is not labelled bone (contrast in
+    vessels without a label, such as the arm veins the bolus came through) set to soft tissue, 40 HU."""
+    spacing_zyx = tuple(image.spacing[::-1])
+    hu = enhance(image.array, labelmap.array, names, spacing_zyx, "native", rng)
+    bones = [v for n, v in names.items() if n.startswith(BONES)]
+    bone = ndimage.binary_dilation(np.isin(labelmap.array, bones))
+    hu[(hu > 150) & ~bone] = 40
+    return image.with_array(hu)
 
 
 def threshold_lungs(image: ImageData) -> np.ndarray:
@@ -103,8 +119,10 @@ def main():
     lidc = DATA / "lidc-idri-0001"
     image = read_image(lidc / "image.nii.gz")
     (out / "chest").mkdir(exist_ok=True)
-    sitk.WriteImage(image.to_sitk(), str(out / "chest" / "lidc.nrrd"), True)
     source = read_image(lidc / "labels.nii.gz")
+    names = {v: int(k) for k, v in json.loads((lidc / "labels.json").read_text())["labels"].items()}
+    radiograph_ct = without_contrast(image, source, names, np.random.default_rng(0))
+    sitk.WriteImage(radiograph_ct.to_sitk(), str(out / "chest" / "lidc.nrrd"), True)
     write_labelmap(image.with_array(merged_labels(lidc, source, chest)), out / "chest" / "lidc.seg.nrrd", chest_labels)
     hidden = [{"name": name, "from": parts} for name, parts in HIDDEN_FROM_LUNG_FIELDS.items()]
     hidden_labels = [Label(len(chest) + i, h["name"]) for i, h in enumerate(hidden, start=1)]

@@ -10,7 +10,8 @@ a voxel of the warped aorta, its largest part, with a voxel of wall; the heart i
 RICORD's lungs by threshold (prepare_demo_data.py); liver, spleen and kidneys are the warped atlas's.
 
 Writes DATA_DIR/ricord.nrrd, ricord.seg.nrrd (the eight classes, to train on) and ricord-heart-aorta.seg.nrrd
-with ricord-heldout.csv (heart, aorta and lungs only: the reference held-out figures are measured against).
+with ricord-heldout.csv (heart, aorta and lungs only: the reference held-out figures are measured against),
+and DATA_DIR/chest/ricord-native.nrrd, its heart and aorta in the native phase (radiographs see no iodine).
 These are pseudo-labels, looked at slice by slice (--preview), not drawn by hand: figures against them say
 how a model agrees with a registered atlas on a patient it never saw.
 """
@@ -24,6 +25,8 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from unimiss.data import read_image, read_labelmap, write_labelmap
+
+from contrast_phases import enhance
 
 
 def register(fixed: sitk.Image, moving: sitk.Image) -> sitk.Transform:
@@ -70,6 +73,7 @@ def largest(mask: np.ndarray) -> np.ndarray:
 
 
 def main():
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # the same labels on every run
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path)
     parser.add_argument("--preview", type=Path, help="write axial, coronal and sagittal slices with the labels")
@@ -112,6 +116,10 @@ def main():
     reference = np.where(np.isin(out, [label.value for label in kept]), out, 0)
     write_labelmap(to_input_grid(reference), data / "ricord-heart-aorta.seg.nrrd", kept)
     (data / "ricord-heldout.csv").write_text("image,label\nricord.nrrd,ricord-heart-aorta.seg.nrrd\n")
+    # For DRRs: the blood pool as a radiograph sees it, without iodine (heart and aorta in the native phase).
+    on_input = to_input_grid(out)
+    native = enhance(ricord.array, on_input.array, value, tuple(ricord.spacing[::-1]), "native", np.random.default_rng(0))
+    sitk.WriteImage(ricord.with_array(native).to_sitk(), str(data / "chest" / "ricord-native.nrrd"), True)
     for label in labels:
         print(f"{label.name}: {int((out == label.value).sum())} voxels")
     if args.preview:

@@ -132,3 +132,31 @@ def test_masks_follow_chest_radiograph_references(chest):
     lung_columns = np.flatnonzero(np.isin(masks, (1, 2)).any(axis=0))
     clavicle_columns = np.flatnonzero((masks == 4).any(axis=0))
     assert clavicle_columns.size and clavicle_columns.max() <= lung_columns.max()
+
+
+def _slope_degrees(mask, spacing):
+    """How steeply a projected structure's long axis rises from the horizontal, in mm."""
+    rows, cols = np.nonzero(mask)
+    points = np.stack([cols * spacing[0], rows * spacing[1]], 1)
+    axis = np.linalg.eigh(np.cov(points.T))[1][:, -1]
+    return float(np.degrees(np.arctan(abs(axis[1] / axis[0]))))
+
+
+def test_clavicles_are_turned_to_an_upright_patients_pose(projector):
+    """The CT patient lay with raised arms: the clavicle climbs steeply above the lung apex. Turned as on a
+    standing patient, its label and its own shadow move together to a gentle slope across the apex, and the
+    lung it uncovered is lung again."""
+    soft, bone, masks, _, clavicles, under = projector.views[0]
+    spacing = projector.spacing
+    assert _slope_degrees(masks == 4, spacing) > 30
+    value, drawn, excess, bone_part = clavicles[0]
+    for seed in range(4):
+        path, moved = projector._upright_clavicles(soft + bone, under, clavicles, 1.0, np.random.default_rng(seed))
+        clavicle = moved == 4
+        assert _slope_degrees(clavicle, spacing) < 26 and abs(int(clavicle.sum()) - int((masks == 4).sum())) < 30
+        gained = path - (soft + bone)  # the bone's shadow left its old place and lies under its new label
+        assert gained[clavicle & ~drawn].mean() > 0.5 * excess[drawn].mean()
+        assert gained[drawn & ~clavicle].mean() < -0.5 * excess[drawn].mean()
+        uncovered = (masks == 4) & ~clavicle
+        assert np.array_equal(moved[uncovered], under[uncovered])
+        assert np.array_equal(moved[~clavicle & ~uncovered], masks[~clavicle & ~uncovered])

@@ -17,6 +17,8 @@ from .image import ImageData
 
 MU_WATER_PER_MM = 0.02  # linear attenuation of water near 70 keV, 1/mm
 HIDE_MM = 5.0           # a hidden structure this deep along a ray hides the lung behind or before it
+MU_SOFT_TISSUE = 1.04   # attenuation relative to water of what surrounds a clavicle (40 HU)
+UPRIGHT_CLAVICLES = 0.8  # share of randomised radiographs whose clavicles are turned to an upright patient's pose
 
 
 class Projector:
@@ -41,7 +43,8 @@ class Projector:
         lab = sitk.DICOMOrient(labelmap.to_sitk(), "LPS") if labelmap is not None else None
         sx, sy, sz = volume.GetSpacing()
         self.spacing = (sx, sz)
-        self.views = []  # per rotation: (soft-tissue path, bone path, masks, the field a radiograph shows)
+        self.lung_values = [l.value for l in labels if l.name.lower().startswith("lung")]
+        self.views = []  # per rotation: soft-tissue path, bone path, masks, the field a radiograph shows, clavicles, masks under them
         for angle in rotations:
             hu_image, lab_image = _rotated(volume, angle, -1024.0), _rotated(lab, angle, 0) if lab else None
             hu = sitk.GetArrayFromImage(hu_image).astype(np.float32)
@@ -52,32 +55,39 @@ class Projector:
             soft = (mu.sum(axis=1) * sy * MU_WATER_PER_MM)[::-1]
             bone = ((mu * np.clip(hu - 200.0, 0.0, None) / 1000.0).sum(axis=1) * sy * MU_WATER_PER_MM)[::-1]
             masks = np.zeros(soft.shape, np.uint8)
+            clavicles = []  # (value, projection, its attenuation over soft tissue, its bone part), drawn last
             if lab_image is not None:
                 lab_array = sitk.GetArrayFromImage(lab_image)
-                lung_values = [l.value for l in labels if l.name.lower().startswith("lung")]
                 for label in labels:
                     depth = _depth(lab_array, label.value)
                     if depth.max() == 0:
                         continue
                     drawn = depth >= min_depth_fraction * depth.max()
-                    if label.name.lower().startswith("clavic"):  # within the rib cage: the lungs' outer edges
-                        columns = np.flatnonzero(np.isin(masks, lung_values).any(axis=0))
-                        if columns.size:
-                            drawn[:, :columns.min()] = False
-                            drawn[:, columns.max() + 1:] = False
-                    masks[drawn] = label.value
+                    if label.name.lower().startswith("clavic"):
+                        inside = lab_array == label.value
+                        excess = (np.where(inside, mu - MU_SOFT_TISSUE, 0.0).sum(axis=1) * sy * MU_WATER_PER_MM)[::-1]
+                        bone_part = (np.where(inside, mu * np.clip(hu - 200.0, 0.0, None) / 1000.0, 0.0).sum(axis=1)
+                                     * sy * MU_WATER_PER_MM)[::-1]
+                        clavicles.append((label.value, drawn, excess, bone_part))
+                    else:
+                        masks[drawn] = label.value
                 for label in hidden:
-                    masks[(_depth(lab_array, label.value) * sy >= HIDE_MM) & np.isin(masks, lung_values)] = 0
-            self.views.append((soft, bone, masks, _frame(masks, self.spacing)))
+                    masks[(_depth(lab_array, label.value) * sy >= HIDE_MM) & np.isin(masks, self.lung_values)] = 0
+            under = masks.copy()  # what lies under the clavicles, for moving them
+            for value, drawn, _, _ in clavicles:
+                masks[_within_rib_cage(drawn, np.isin(under, self.lung_values))] = value
+            self.views.append((soft, bone, masks, _frame(masks, self.spacing), clavicles, under))
 
     def radiograph(self, rng: np.random.Generator, size: int = 512, randomise: bool = True, references=()):
         """(radiograph, 2D labelmap): uint8 image on a size x size grid, labels on the same grid.
 
         `references`: uint8 arrays of real radiographs; a randomised radiograph takes on the grey-level
         distribution of one of them."""
-        soft, bone, masks, frame = self.views[int(rng.integers(len(self.views)))] if randomise else self.views[0]
+        soft, bone, masks, frame, clavicles, under = self.views[int(rng.integers(len(self.views)))] if randomise else self.views[0]
         bone_weight = rng.uniform(0.4, 1.6) if randomise else 0.8
         path = soft + bone_weight * bone
+        if randomise and clavicles and rng.random() < UPRIGHT_CLAVICLES:
+            path, masks = self._upright_clavicles(path, under, clavicles, bone_weight, rng)
         # Beer-Lambert: the detector sees exp(-path) plus scatter (a wide blur of it), blurred and noisy.
         exposure = np.exp(-path * (rng.uniform(0.8, 1.2) if randomise else 1.0))
         if randomise:
@@ -97,6 +107,55 @@ class Projector:
             out = _collimate(out, rng)
         out = np.clip(out * 255.0, 0, 255).astype(np.uint8)
         return ImageData(out, *geometry), ImageData(lab.astype(np.uint8), *geometry)
+
+    def _upright_clavicles(self, path, under, clavicles, bone_weight, rng):
+        """The clavicles as a standing patient's: CT patients lie with their arms raised, which tilts the clavicles
+        steeply up towards the shoulders, above the lung apices; on an upright radiograph they run nearly level
+        (rising 0-20 degrees laterally) across the apices. Each clavicle's own attenuation and label are turned
+        about its medial end to such a slope and lowered a little; where it was, soft tissue remains."""
+        masks = under.copy()
+        lungs = np.isin(under, self.lung_values)
+        columns = np.flatnonzero(lungs.any(axis=0))
+        if columns.size == 0:
+            return path, masks
+        midline = (columns.min() + columns.max()) / 2
+        sx, sz = self.spacing
+        for value, drawn, excess, bone_part in clavicles:
+            rows, cols = np.nonzero(drawn)
+            if rows.size < 10:
+                continue
+            lateral_sign = 1.0 if cols.mean() > midline else -1.0  # columns grow to the patient's left
+            medial = np.abs(cols - midline) <= np.abs(cols - midline).min() + 0.1 * np.ptp(cols) + 1
+            lateral = np.abs(cols - midline) >= np.abs(cols - midline).max() - 0.1 * np.ptp(cols) - 1
+            centre = np.array([cols[medial].mean() * sx, rows[medial].mean() * sz])  # (x, y) mm, y to the feet
+            along = np.array([cols[lateral].mean() * sx, rows[lateral].mean() * sz]) - centre
+            slope = math.radians(rng.uniform(0.0, 20.0))
+            turn = math.atan2(-math.sin(slope), lateral_sign * math.cos(slope)) - math.atan2(along[1], along[0])
+            drop = rng.uniform(0.0, 20.0)
+            # sitk maps output points to input points: the inverse of "turn about the medial end, then drop".
+            transform = sitk.Euler2DTransform((centre + [0.0, drop]).tolist(), -turn, (0.0, -drop))
+            moved = [_moved(a, self.spacing, transform, sitk.sitkLinear) for a in (excess, bone_part)]
+            path = path - (excess + bone_weight * bone_part) + (moved[0] + bone_weight * moved[1])
+            shown = _moved(drawn.astype(np.float32), self.spacing, transform, sitk.sitkNearestNeighbor) > 0.5
+            masks[_within_rib_cage(shown, lungs)] = value
+        return path, masks
+
+
+def _moved(array: np.ndarray, spacing, transform, interpolator) -> np.ndarray:
+    image = sitk.GetImageFromArray(array.astype(np.float32))
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    return sitk.GetArrayFromImage(sitk.Resample(image, image, transform, interpolator, 0.0))
+
+
+def _within_rib_cage(drawn: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+    """A clavicle is drawn only between the lungs' outer edges (where it crosses the lung fields and mediastinum)."""
+    columns = np.flatnonzero(lungs.any(axis=0))
+    if columns.size == 0:
+        return drawn
+    out = drawn.copy()
+    out[:, :columns.min()] = False
+    out[:, columns.max() + 1:] = False
+    return out
 
 
 def _depth(labels: np.ndarray, value: int) -> np.ndarray:
