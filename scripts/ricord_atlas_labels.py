@@ -33,11 +33,12 @@ def register(fixed: sitk.Image, moving: sitk.Image) -> sitk.Transform:
     """A transform from `fixed`'s space to `moving`'s: affine (Mattes mutual information), then demons."""
     clamp = lambda image: sitk.Clamp(sitk.Cast(image, sitk.sitkFloat32), sitk.sitkFloat32, -1000, 600)  # noqa: E731
     f = clamp(fixed)
-    grid = sitk.Image([int(round(n * s / 2.0)) for n, s in zip(moving.GetSize(), moving.GetSpacing())], sitk.sitkFloat32)
+    grid = sitk.Image([round(n * s / 2.0) for n, s in zip(moving.GetSize(), moving.GetSpacing())], sitk.sitkFloat32)
     grid.SetSpacing((2.0, 2.0, 2.0))
     grid.SetOrigin(moving.GetOrigin())
     grid.SetDirection(moving.GetDirection())
-    m = sitk.Resample(sitk.SmoothingRecursiveGaussian(clamp(moving), 0.8), grid, sitk.Transform(), sitk.sitkLinear, -1000)
+    m = sitk.Resample(sitk.SmoothingRecursiveGaussian(clamp(moving), 0.8), grid, sitk.Transform(), sitk.sitkLinear,
+                      -1000)
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(32)
     method.SetMetricSamplingStrategy(method.RANDOM)
@@ -110,15 +111,16 @@ def main():
         return ricord.with_array(sitk.GetArrayFromImage(
             sitk.Resample(image, ricord.to_sitk(), sitk.Transform(), sitk.sitkNearestNeighbor)))
 
+    labelled = to_input_grid(out)
     sitk.WriteImage(ricord.to_sitk(), str(data / "ricord.nrrd"), True)
-    write_labelmap(to_input_grid(out), data / "ricord.seg.nrrd", labels)
+    write_labelmap(labelled, data / "ricord.seg.nrrd", labels)
     kept = [label for label in labels if label.name in ("heart", "aorta", "lung_left", "lung_right")]
     reference = np.where(np.isin(out, [label.value for label in kept]), out, 0)
     write_labelmap(to_input_grid(reference), data / "ricord-heart-aorta.seg.nrrd", kept)
     (data / "ricord-heldout.csv").write_text("image,label\nricord.nrrd,ricord-heart-aorta.seg.nrrd\n")
     # For DRRs: the blood pool as a radiograph sees it, without iodine (heart and aorta in the native phase).
-    on_input = to_input_grid(out)
-    native = enhance(ricord.array, on_input.array, value, tuple(ricord.spacing[::-1]), "native", np.random.default_rng(0))
+    native = enhance(ricord.array, labelled.array, value, tuple(ricord.spacing[::-1]), "native",
+                     np.random.default_rng(0))
     sitk.WriteImage(ricord.with_array(native).to_sitk(), str(data / "chest" / "ricord-native.nrrd"), True)
     for label in labels:
         print(f"{label.name}: {int((out == label.value).sum())} voxels")

@@ -34,7 +34,8 @@ class Projector:
     the labels in `hidden` (e.g. the aorta, the mediastinum, the organs below the diaphragm) erase the lung
     fields (labels named lung*) wherever the ray crosses HIDE_MM of them and are not drawn themselves, so
     the lung fields are where radiation passed through lung and none of those; and clavicles are drawn
-    only where they cross the lung fields and the rib cage (between the lungs' outer edges).
+    only where they cross the lung fields and the rib cage (between the lungs' outer edges). Randomised
+    radiographs mostly show the clavicles as a standing patient's (`UPRIGHT_CLAVICLES`).
     """
 
     def __init__(self, ct: ImageData, labelmap: ImageData | None = None, labels=(), min_depth_fraction: float = 0.25,
@@ -44,16 +45,18 @@ class Projector:
         sx, sy, sz = volume.GetSpacing()
         self.spacing = (sx, sz)
         self.lung_values = [l.value for l in labels if l.name.lower().startswith("lung")]
-        self.views = []  # per rotation: soft-tissue path, bone path, masks, the field a radiograph shows, clavicles, masks under them
+        # Per rotation: soft-tissue path, bone path, masks, the field a radiograph shows, clavicles, masks under them.
+        self.views = []
         for angle in rotations:
             hu_image, lab_image = _rotated(volume, angle, -1024.0), _rotated(lab, angle, 0) if lab else None
             hu = sitk.GetArrayFromImage(hu_image).astype(np.float32)
             hu[hu < -1024] = -1024  # outside a scanner's field of view: air
             mu = np.clip(1.0 + hu / 1000.0, 0.0, None)
+            dense = mu * np.clip(hu - 200.0, 0.0, None) / 1000.0
+            projected = lambda values: (values.sum(axis=1) * sy * MU_WATER_PER_MM)[::-1]  # noqa: E731
             # Bone contrast varies with the tube voltage: the path integral is linear in that factor,
             # so keep its two parts apart and mix them per radiograph.
-            soft = (mu.sum(axis=1) * sy * MU_WATER_PER_MM)[::-1]
-            bone = ((mu * np.clip(hu - 200.0, 0.0, None) / 1000.0).sum(axis=1) * sy * MU_WATER_PER_MM)[::-1]
+            soft, bone = projected(mu), projected(dense)
             masks = np.zeros(soft.shape, np.uint8)
             clavicles = []  # (value, projection, its attenuation over soft tissue, its bone part), drawn last
             if lab_image is not None:
@@ -65,10 +68,8 @@ class Projector:
                     drawn = depth >= min_depth_fraction * depth.max()
                     if label.name.lower().startswith("clavic"):
                         inside = lab_array == label.value
-                        excess = (np.where(inside, mu - MU_SOFT_TISSUE, 0.0).sum(axis=1) * sy * MU_WATER_PER_MM)[::-1]
-                        bone_part = (np.where(inside, mu * np.clip(hu - 200.0, 0.0, None) / 1000.0, 0.0).sum(axis=1)
-                                     * sy * MU_WATER_PER_MM)[::-1]
-                        clavicles.append((label.value, drawn, excess, bone_part))
+                        clavicles.append((label.value, drawn, projected(np.where(inside, mu - MU_SOFT_TISSUE, 0.0)),
+                                          projected(np.where(inside, dense, 0.0))))
                     else:
                         masks[drawn] = label.value
                 for label in hidden:
@@ -83,7 +84,8 @@ class Projector:
 
         `references`: uint8 arrays of real radiographs; a randomised radiograph takes on the grey-level
         distribution of one of them."""
-        soft, bone, masks, frame, clavicles, under = self.views[int(rng.integers(len(self.views)))] if randomise else self.views[0]
+        view = self.views[int(rng.integers(len(self.views)))] if randomise else self.views[0]
+        soft, bone, masks, frame, clavicles, under = view
         bone_weight = rng.uniform(0.4, 1.6) if randomise else 0.8
         path = soft + bone_weight * bone
         if randomise and clavicles and rng.random() < UPRIGHT_CLAVICLES:
