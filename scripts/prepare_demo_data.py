@@ -11,8 +11,8 @@ ts-abdomen patient (native and arterial) for the report; OUT_DIR/all.csv trains 
 every case, for the shipped model. The labels are automatic TotalSegmentator outputs.
 
 For the radiograph model it also writes OUT_DIR/chest/lidc.nrrd and lidc.seg.nrrd:
-the whole chest CT without contrast (radiographs see none) with the radiograph classes (lungs, heart, clavicles, in drawing
-order), the input of `unimiss drr`; lidc-scr.seg.nrrd adds the structures cut out of the
+the whole chest CT without contrast (radiographs see none) with the radiograph classes
+(lungs, heart, clavicles, in drawing order), the input of `unimiss drr`; lidc-scr.seg.nrrd adds the structures cut out of the
 lung fields (HIDDEN_FROM_LUNG_FIELDS, for `unimiss drr --hide`), and OUT_DIR/chest/ricord.nrrd and ricord.seg.nrrd:
 the unlabelled RICORD-1B chest CT with its lungs found by threshold (another patient's
 DRRs, to measure the lungs on).
@@ -52,8 +52,13 @@ BONES = ("rib_", "vertebrae_", "clavicula", "scapula", "humerus", "sternum", "co
          "sacrum", "skull")
 
 
+def label_values(case: Path) -> dict[str, int]:
+    """A case's label value per class name, from its labels.json."""
+    return {v: int(k) for k, v in json.loads((case / "labels.json").read_text())["labels"].items()}
+
+
 def merged_labels(case: Path, labelmap: ImageData, classes) -> np.ndarray:
-    names = {v: int(k) for k, v in json.loads((case / "labels.json").read_text())["labels"].items()}
+    names = label_values(case)
     out = np.zeros(labelmap.array.shape, np.uint8)
     for value, entry in enumerate(classes, start=1):
         for source in entry["from"]:
@@ -120,8 +125,7 @@ def main():
     image = read_image(lidc / "image.nii.gz")
     (out / "chest").mkdir(exist_ok=True)
     source = read_image(lidc / "labels.nii.gz")
-    names = {v: int(k) for k, v in json.loads((lidc / "labels.json").read_text())["labels"].items()}
-    radiograph_ct = without_contrast(image, source, names, np.random.default_rng(0))
+    radiograph_ct = without_contrast(image, source, label_values(lidc), np.random.default_rng(0))
     sitk.WriteImage(radiograph_ct.to_sitk(), str(out / "chest" / "lidc.nrrd"), True)
     write_labelmap(image.with_array(merged_labels(lidc, source, chest)), out / "chest" / "lidc.seg.nrrd", chest_labels)
     hidden = [{"name": name, "from": parts} for name, parts in HIDDEN_FROM_LUNG_FIELDS.items()]
@@ -141,7 +145,7 @@ def main():
         folder = DATA / source
         image = read_image(folder / "dicom" if (folder / "dicom").is_dir() else folder / "image.nii.gz")
         labelmap = read_image(folder / "labels.nii.gz")
-        names = {v: int(k) for k, v in json.loads((folder / "labels.json").read_text())["labels"].items()}
+        names = label_values(folder)
         merged = image.with_array(merged_labels(folder, labelmap, classes))
         spacing_zyx = tuple(image.spacing[::-1])
         original = phase_of(image.array, labelmap.array, names)

@@ -20,16 +20,16 @@ from unimiss.data import Label, read_labelmap, write_labelmap
 def main():
     lungs_path, labels_path, out_path = sys.argv[1:4]
     lungs, lung_labels = read_labelmap(lungs_path)
-    predicted, predicted_labels = read_labelmap(labels_path)
-    if not lungs.same_grid(predicted):
+    organs, organ_labels = read_labelmap(labels_path)
+    if not lungs.same_grid(organs):
         raise SystemExit(f"{labels_path}: not on the grid of {lungs_path}")
-    value = {label.name: label.value for label in predicted_labels}
+    value = {label.name: label.value for label in organ_labels}
     out = lungs.array.copy()
-    out[predicted.array == value["heart"]] = 3
-    out[(predicted.array == value["aorta"]) & (out == 0)] = 6
+    out[organs.array == value["heart"]] = 3
+    out[(organs.array == value["aorta"]) & (out == 0)] = 6
     below = [value[n] for n in ("liver", "spleen", "kidney_left", "kidney_right")]
-    out[np.isin(predicted.array, below) & (out == 0)] = 8
-    heart = next(label for label in predicted_labels if label.name == "heart")
+    out[np.isin(organs.array, below) & (out == 0)] = 8
+    heart = next(label for label in organ_labels if label.name == "heart")
     labels = lung_labels + [Label(3, "heart", heart.color, heart.terminology), Label(6, "aorta"),
                             Label(8, "below_diaphragm")]
     write_labelmap(lungs.with_array(out.astype(np.uint8)), out_path, labels)
