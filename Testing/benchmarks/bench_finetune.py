@@ -98,16 +98,16 @@ class Recorder:
 
 
 def run_unimiss(arm, train, held_out, minutes, work: Path, dims: int, spacing=None, patch=None, base=BASE,
-                contrast_phases=True):
+                contrast_phases=True, intensity="ct", lr=None):
     """One `unimiss finetune` run through its Python API; the held-out cases are monitored."""
     from unimiss.training import CaseFiles, FinetuneSettings, finetune
 
     os.environ["UNIMISS_HOME"] = str(work / "home")
     settings = FinetuneSettings(name=f"bench-{arm}", base=base if arm == "base" else None, minutes=minutes,
                                 iterations_per_epoch=25 if dims == 3 else 50, validation=0,
-                                intensity="ct" if dims == 3 else "percentile", workdir=work / f"w-{arm}",
+                                intensity=intensity if dims == 3 else "percentile", workdir=work / f"w-{arm}",
                                 patience=10_000, command=f"bench_finetune.py {arm}", spacing=spacing,
-                                patch_size=patch, contrast_phases=contrast_phases)
+                                patch_size=patch, contrast_phases=contrast_phases, lr=lr)
     recorder = Recorder()
     package = finetune(settings, [CaseFiles(*c) for c in train], recorder,
                        monitor_files=[CaseFiles(*c) for c in held_out])
@@ -268,7 +268,8 @@ def run(args):
             dims = 2 if fold == "lidc-drr" else 3
             result = (run_monai(train, held_out, minutes, work / f"{arm}-{fold}", dims) if arm.startswith("monai")
                       else run_unimiss(arm, train, held_out, minutes, work / f"{arm}-{fold}", dims,
-                                       args.spacing, args.patch_size, args.base, not args.no_contrast_phases))
+                                       args.spacing, args.patch_size, args.base, not args.no_contrast_phases,
+                                       args.intensity, args.lr))
             if arm == "base":
                 result["base_dice"] = base_dice(held_out, work, args.base)
                 result["base"] = str(args.base)
@@ -362,6 +363,8 @@ def main():
     parser.add_argument("--patch-size", type=int, nargs="+", help="unimiss arms: patch (default: planned)")
     parser.add_argument("--no-contrast-phases", action="store_true",
                         help="unimiss arms: without simulated contrast phases (as before they were part of the recipe)")
+    parser.add_argument("--intensity", default="ct", help="unimiss arms from scratch, 3D: intensity preset")
+    parser.add_argument("--lr", type=float, help="unimiss arms: peak learning rate (default: the recipe's)")
     parser.add_argument("--tag", help="appended to the arm's name in the results (a variant of the recipe)")
     parser.add_argument("--work", help="work folder (default: a new temporary folder)")
     args = parser.parse_args()

@@ -319,6 +319,38 @@ def test_the_plan_is_a_slab_of_whole_cross_sections_within_the_compute_budget():
         assert spacing[2] <= max(spacing[:2]) or spacing[2] == max(sp[2] for _, sp in cases)
 
 
+def test_the_default_ct_window_sets_organs_apart_and_keeps_air_fat_and_bone_distinct(cases, tmp_path):
+    """From scratch, a CT model sees the soft-tissue window: on the real native abdomen CT the kidney (median 17 HU)
+    and the fat around it (about -100 HU) lie 0.53 apart in normalised units, against 0.11 with -1000..1000 HU;
+    lungs and bone still stand apart from fat and soft tissue. The package records the window it was trained on."""
+    from unimiss.inference.preprocessing import INTENSITY_PRESETS, normalise
+
+    src = DATA / "ct" / "ts-abdomen"
+    ids = {v: int(k) for k, v in json.loads((src / "labels.json").read_text())["labels"].items()}
+    image, labels = read_image(src / "image.nii.gz"), read_image(src / "labels.nii.gz")
+    near_kidney = np.zeros(labels.array.shape, bool)
+    kidney = labels.array == ids["kidney_left"]
+    zs, ys, xs = np.nonzero(kidney)
+    near_kidney[zs.min():zs.max() + 1, ys.min() - 5:ys.max() + 6, xs.min() - 5:xs.max() + 6] = True
+    fat = near_kidney & (labels.array == 0) & (image.array > -150) & (image.array < -50)
+
+    def medians(preset):
+        array = normalise(image.array, INTENSITY_PRESETS[preset])
+        return {name: float(np.median(array[mask])) for name, mask in (
+            ("kidney", kidney), ("fat", fat), ("lung", labels.array == ids["lung_lower_lobe_left"]),
+            ("bone", labels.array == ids["vertebrae_L3"]))}
+
+    default, wide = medians("ct"), medians("ct-wide")
+    assert default["kidney"] - default["fat"] > 0.45 and wide["kidney"] - wide["fat"] < 0.2, (default, wide)
+    assert default["fat"] - default["lung"] > 0.2 and default["bone"] - default["kidney"] > 0.5, default
+
+    home = tmp_path / "home"
+    proc = run([*pairs(cases[:2]), *FAST, "--epochs", "1", "--name", "window"], home, tmp_path / "w")
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((home / "models" / "window-1.0.0" / "model.json").read_text())
+    assert meta["preprocessing"]["intensity"] == INTENSITY_PRESETS["ct"]
+
+
 def test_contrast_phases_make_the_native_aorta_arterial_or_venous_and_leave_the_rest():
     """On the real native CT (ts-abdomen, aorta about 41 HU), the simulated phases put the aorta's median in each
     phase's range, keep its texture, and leave what takes up no contrast (fat, muscle, bone, air) as it was."""
@@ -333,7 +365,7 @@ def test_contrast_phases_make_the_native_aorta_arterial_or_venous_and_leave_the_
     mask = np.zeros(labels.array[z].shape, np.int64)
     for value, name in enumerate(names, start=1):
         mask[labels.array[z] == ids[name]] = value
-    intensity = INTENSITY_PRESETS["ct"]
+    intensity = INTENSITY_PRESETS["ct-wide"]  # HU up to 1000: the arterial range (250-450) is not clipped
     images = torch.from_numpy(normalise(image.array[z], intensity))[None, None].repeat(24, 1, 1, 1, 1)
     targets = torch.from_numpy(mask)[None].repeat(24, 1, 1, 1)
     phases = ContrastPhases(names, intensity, image.spacing[::-1], probability=1.0)

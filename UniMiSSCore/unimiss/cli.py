@@ -381,9 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="3D working spacing in mm, (x y z) (default: the base package's, else the cases' median, "
                          "coarsened until the median case spans about six patches); "
                          "radiographs are resized to the patch instead")
-    ft.add_argument("--intensity", default="ct", choices=["ct", "zscore", "percentile"],
-                    help="intensity normalisation without a base package: ct clips to -1000..1000 HU, zscore per "
-                         "image, percentile scales the 0.5-99.5 percentiles (for radiographs)")
+    ft.add_argument("--intensity", default="ct", choices=["ct", "ct-wide", "zscore", "percentile"],
+                    help="intensity normalisation without a base package: ct is the soft-tissue window -175..250 HU "
+                         "(organs), ct-wide -1000..1000 HU (inner structure of the lungs, bone), zscore per image, "
+                         "percentile scales the 0.5-99.5 percentiles (for radiographs)")
     ft.add_argument("--epochs", type=int, help="at most this many epochs (default: 50, or unlimited with --minutes)")
     ft.add_argument("--minutes", type=float,
                     help="time budget for the whole run (preparation, training, validation): the learning-rate "
@@ -394,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "2 for 3D patches of 64x96x96, 8 for 2D patches of 256x256)")
     ft.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"],
                     help="adamw (weight decay 0.01) or sgd (Nesterov momentum 0.99, as nnU-Net)")
-    ft.add_argument("--lr", type=float, help="peak learning rate (default: adamw 1e-3 from scratch, 3e-4 from a "
+    ft.add_argument("--lr", type=float, help="peak learning rate (default: adamw 3e-3 from scratch, 3e-4 from a "
                                              "base, pretrained layers lower; sgd 1e-2)")
     ft.add_argument("--schedule", default="poly", choices=["poly", "cosine"],
                     help="learning-rate decay over the planned iterations")

@@ -40,7 +40,7 @@ class FinetuneSettings:
     new_head: bool = False                # a base package's head for a new label set
     patch_size: tuple | None = None       # (z, y, x) / (y, x); from the base package when it has one
     spacing: tuple | None = None          # mm (x, y[, z]); from the base package when it has one
-    intensity: str = "ct"                 # ct | zscore | percentile, when there is no base package
+    intensity: str = "ct"                 # ct | ct-wide | zscore | percentile, when there is no base package
     epochs: int | None = None
     minutes: float | None = None
     iterations_per_epoch: int = 50
@@ -177,7 +177,9 @@ def finetune(settings: FinetuneSettings, case_files, progress, monitor_files=())
     if rank == 0 and phases:
         progress.message("contrast phases simulated (native, arterial, venous) for " + ", ".join(phases.structures))
     loss_fn = DeepSupervisionLoss()
-    lr = s.lr or (1e-2 if s.optimizer == "sgd" else (3e-4 if s.base else 1e-3))
+    # AdamW from scratch at 3e-3: the training loss fell as far in 300 steps as at 1e-3 in 500; 1e-2 diverged
+    # (docs/benchmarks/finetune/intensity/).
+    lr = s.lr or (1e-2 if s.optimizer == "sgd" else (3e-4 if s.base else 3e-3))
     groups = _parameter_groups(network, s, base_package)
     optimizer = (torch.optim.SGD(groups, lr=lr, momentum=0.99, nesterov=True, weight_decay=3e-5)
                  if s.optimizer == "sgd" else torch.optim.AdamW(groups, lr=lr, weight_decay=1e-2))
