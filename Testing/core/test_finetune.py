@@ -320,8 +320,8 @@ def test_the_plan_is_a_slab_of_whole_cross_sections_within_the_compute_budget():
 
 
 def test_the_default_ct_window_sets_organs_apart_and_keeps_air_fat_and_bone_distinct(cases, tmp_path):
-    """From scratch, a CT model sees the soft-tissue window: on the real native abdomen CT the kidney (median 17 HU)
-    and the fat around it (about -100 HU) lie 0.53 apart in normalised units, against 0.11 with -1000..1000 HU;
+    """From scratch, a CT model sees a soft-tissue window: on the real native abdomen CT the kidney (median 17 HU)
+    and the fat around it (about -100 HU) lie 0.38 apart in normalised units, against 0.11 with -1000..1000 HU;
     lungs and bone still stand apart from fat and soft tissue. The package records the window it was trained on."""
     from unimiss.inference.preprocessing import INTENSITY_PRESETS, normalise
 
@@ -341,8 +341,8 @@ def test_the_default_ct_window_sets_organs_apart_and_keeps_air_fat_and_bone_dist
             ("bone", labels.array == ids["vertebrae_L3"]))}
 
     default, wide = medians("ct"), medians("ct-wide")
-    assert default["kidney"] - default["fat"] > 0.45 and wide["kidney"] - wide["fat"] < 0.2, (default, wide)
-    assert default["fat"] - default["lung"] > 0.2 and default["bone"] - default["kidney"] > 0.5, default
+    assert default["kidney"] - default["fat"] > 0.3 and wide["kidney"] - wide["fat"] < 0.2, (default, wide)
+    assert default["fat"] - default["lung"] > 0.2 and default["bone"] - default["kidney"] > 0.4, default
 
     home = tmp_path / "home"
     proc = run([*pairs(cases[:2]), *FAST, "--epochs", "1", "--name", "window"], home, tmp_path / "w")

@@ -338,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--device", default="auto",
                      help="auto (a CUDA GPU if PyTorch sees one, else the CPU), cpu, cuda or cuda:N")
     seg.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap, 0..1")
-    seg.add_argument("--tta", action="store_true", help="also average over mirrored inputs (up to 8x slower in 3D)")
+    seg.add_argument("--tta", action="store_true", help="also average over mirrored inputs (up to 8x slower in 3D), "
+                     "for models that learnt from mirrored images (model.json postprocessing.test_time_mirroring)")
     seg.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help=PRECISION_HELP)
     seg.add_argument("--batch-size", type=int, default=2, help="windows per forward pass (more: faster on a GPU)")
     seg.add_argument("--max-memory-gb", type=float,
@@ -381,10 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="3D working spacing in mm, (x y z) (default: the base package's, else the cases' median, "
                          "coarsened until the median case spans about six patches); "
                          "radiographs are resized to the patch instead")
-    ft.add_argument("--intensity", default="ct", choices=["ct", "ct-wide", "zscore", "percentile"],
-                    help="intensity normalisation without a base package: ct is the soft-tissue window -175..250 HU "
+    ft.add_argument("--intensity", choices=["ct", "ct-wide", "zscore", "percentile"],
+                    help="intensity normalisation without a base package: ct is the soft-tissue window -200..400 HU "
                          "(organs), ct-wide -1000..1000 HU (inner structure of the lungs, bone), zscore per image, "
-                         "percentile scales the 0.5-99.5 percentiles (for radiographs)")
+                         "percentile scales the 0.5-99.5 percentiles (default: ct for CT, ct-wide from a pretraining "
+                         "checkpoint as pretraining sees CT, percentile for radiographs)")
     ft.add_argument("--epochs", type=int, help="at most this many epochs (default: 50, or unlimited with --minutes)")
     ft.add_argument("--minutes", type=float,
                     help="time budget for the whole run (preparation, training, validation): the learning-rate "

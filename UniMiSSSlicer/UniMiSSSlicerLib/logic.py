@@ -198,7 +198,7 @@ class UniMiSSSlicerLogic(ScriptedLoadableModuleLogic):
         if info is not None:
             command += ["--base", info.reference] + (["--new-head"] if newLabelSet else [])
         else:
-            command += (["--base", base] if checkpoint else []) + ["--intensity", "ct" if dimension == 3 else "percentile"]
+            command += ["--base", base] if checkpoint else []  # the core picks the intensity window for the data
         options = {"--epochs": epochs, "--minutes": minutes, "--lr": learningRate, "--iterations": iterations,
                    "--batch-size": batchSize, "--precision": precision}
         for flag, value in options.items():

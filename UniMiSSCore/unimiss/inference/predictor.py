@@ -67,7 +67,14 @@ class Predictor:
         self.network = package.build_network(self.device)
         if self.device.type == "cpu" and self.autocast == torch.bfloat16:
             cast_for_inference(self.network, torch.bfloat16)
-        self.overlap, self.tta, self.batch_size = overlap, tta, batch_size
+        # Mirrored passes only for a model that learnt from mirrored images: `unimiss finetune` never mirrors (left
+        # and right are different labels), and mirrored CTs cost its built-in model 0.1-0.8 Dice per organ
+        # (docs/benchmarks/builtin-ct-1.2.0/).
+        self.overlap, self.batch_size = overlap, batch_size
+        self.tta = tta and package.test_time_mirroring
+        if tta and not self.tta and progress is not None:
+            progress.message(f"--tta: {package.reference} learnt from unmirrored images only, so mirrored passes "
+                             "would lower its accuracy; segmenting without them")
         self.mirrored_classes = self._mirrored_classes()
         # None: as the model says (the built-in models keep each organ's largest part; other models keep all)
         self.largest_component = package.largest_component if largest_component is None else largest_component

@@ -40,7 +40,9 @@ class FinetuneSettings:
     new_head: bool = False                # a base package's head for a new label set
     patch_size: tuple | None = None       # (z, y, x) / (y, x); from the base package when it has one
     spacing: tuple | None = None          # mm (x, y[, z]); from the base package when it has one
-    intensity: str = "ct"                 # ct | ct-wide | zscore | percentile, when there is no base package
+    intensity: str | None = None          # ct | ct-wide | zscore | percentile without a base package; None: ct for
+                                          # CT (ct-wide from a pretraining checkpoint, as pretraining sees CT),
+                                          # percentile for radiographs
     epochs: int | None = None
     minutes: float | None = None
     iterations_per_epoch: int = 50
@@ -331,7 +333,7 @@ def _plan(s: FinetuneSettings, base_package, dimension: int, pairs):
     """(preprocessing, patch, what was planned from the data in words, or "")."""
     if base_package:
         return dict(base_package.preprocessing), tuple(base_package.patch_size), ""
-    intensity = INTENSITY_PRESETS[s.intensity]
+    intensity = INTENSITY_PRESETS[s.intensity or ("percentile" if dimension == 2 else "ct-wide" if s.base else "ct")]
     if dimension == 2:  # radiographs often carry no pixel spacing: the whole image is resized to the patch
         patch = tuple(s.patch_size or (256, 256))
         return {"size": list(patch), "intensity": intensity}, patch, ""

@@ -49,7 +49,7 @@ def load_volumes(paths, spacing_mm: float) -> list[torch.Tensor]:
         if image.dimension != 3:
             raise ValueError(f"{path}: a 2D image given as a CT volume (--images3d); use --images2d")
         grid = working_grid(image.to_sitk(), {"orientation": "LPS", "spacing": [spacing_mm] * 3})
-        array = normalise(sitk.GetArrayViewFromImage(grid), INTENSITY_PRESETS['ct'])
+        array = normalise(sitk.GetArrayViewFromImage(grid), INTENSITY_PRESETS['ct-wide'])
         out.append(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None])
     return out
 

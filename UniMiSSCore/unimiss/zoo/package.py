@@ -359,6 +359,11 @@ class ModelPackage:
         return bool(self.meta.get("postprocessing", {}).get("largest_component", False))
 
     @property
+    def test_time_mirroring(self) -> bool:
+        """Whether the model learnt from mirrored images, so that mirrored inputs are worth averaging over."""
+        return bool(self.meta.get("postprocessing", {}).get("test_time_mirroring", False))
+
+    @property
     def weights_path(self) -> Path:
         return self.root / self.meta["weights"]["file"]
 
