@@ -98,14 +98,14 @@ class Recorder:
 
 
 def run_unimiss(arm, train, held_out, minutes, work: Path, dims: int, spacing=None, patch=None, base=BASE,
-                contrast_phases=True, intensity="ct", lr=None):
+                contrast_phases=True, intensity=None, lr=None):
     """One `unimiss finetune` run through its Python API; the held-out cases are monitored."""
     from unimiss.training import CaseFiles, FinetuneSettings, finetune
 
     os.environ["UNIMISS_HOME"] = str(work / "home")
     settings = FinetuneSettings(name=f"bench-{arm}", base=base if arm == "base" else None, minutes=minutes,
                                 iterations_per_epoch=25 if dims == 3 else 50, validation=0,
-                                intensity=intensity if dims == 3 else "percentile", workdir=work / f"w-{arm}",
+                                intensity=intensity, workdir=work / f"w-{arm}",
                                 patience=10_000, command=f"bench_finetune.py {arm}", spacing=spacing,
                                 patch_size=patch, contrast_phases=contrast_phases, lr=lr)
     recorder = Recorder()
@@ -146,7 +146,7 @@ def run_monai(train, held_out, minutes, work: Path, dims: int):
 
     files = [CaseFiles(*c) for c in train]
     pairs = [read_pair(f) for f in files]
-    settings = FinetuneSettings(intensity="ct" if dims == 3 else "percentile")
+    settings = FinetuneSettings()  # the intensity unimiss picks for the data (ct for CT, percentile for radiographs)
     preprocessing, patch, _ = _plan(settings, None, dims, pairs)
     classes = CHEST if dims == 2 else CLASSES
     cases = [prepare_case(f, *p, classes, preprocessing) for f, p in zip(files, pairs)]
@@ -363,7 +363,7 @@ def main():
     parser.add_argument("--patch-size", type=int, nargs="+", help="unimiss arms: patch (default: planned)")
     parser.add_argument("--no-contrast-phases", action="store_true",
                         help="unimiss arms: without simulated contrast phases (as before they were part of the recipe)")
-    parser.add_argument("--intensity", default="ct", help="unimiss arms from scratch, 3D: intensity preset")
+    parser.add_argument("--intensity", help="unimiss arms from scratch: intensity preset (default: unimiss's for the data)")
     parser.add_argument("--lr", type=float, help="unimiss arms: peak learning rate (default: the recipe's)")
     parser.add_argument("--tag", help="appended to the arm's name in the results (a variant of the recipe)")
     parser.add_argument("--work", help="work folder (default: a new temporary folder)")
