@@ -8,7 +8,9 @@ each case's labels.json; lung lobes merged) for every labelled CT, each also in 
 contrast phases it lacks (native, arterial, portal-venous in scripts/contrast_phases.py), and two lists:
 OUT_DIR/heldout.csv trains on LIDC-IDRI-0001 and ts-dicom and validates on the
 ts-abdomen patient (native and arterial) for the report; OUT_DIR/all.csv trains on
-every case, for the shipped model. The labels are automatic TotalSegmentator outputs.
+every case, for the shipped model; OUT_DIR/lidc-heldout.csv scores LIDC-IDRI-0001's heart, aorta and
+lungs (lidc-heart-aorta.seg.nrrd) for a model trained without it. The labels are automatic
+TotalSegmentator outputs.
 
 For the radiograph model it also writes OUT_DIR/chest/lidc.nrrd and lidc.seg.nrrd:
 the whole chest CT without contrast (radiographs see none) with the radiograph classes
@@ -27,7 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from unimiss.data import ImageData, Label, read_image, write_labelmap
+from unimiss.data import ImageData, Label, read_image, read_labelmap, write_labelmap
 
 from contrast_phases import TARGETS, enhance, phase_of
 
@@ -165,6 +167,13 @@ def main():
     for phase, case in held_out.items():  # one list per held-out case, for scripts/evaluate_builtin.py
         (out / f"heldout-{phase}.csv").write_text(f"image,label\n{written[case]}\n")
     (out / "all.csv").write_text("\n".join(["image,label"] + list(written.values())) + "\n")
+    # LIDC-IDRI-0001's heart, aorta and lungs: the reference for a model trained without it (the other chest CT,
+    # RICORD-1B, holds only those as more than a registered atlas's rough guess).
+    lidc_labels, table = read_labelmap(out / "lidc.seg.nrrd")
+    kept = [label for label in table if label.name in ("heart", "aorta", "lung_left", "lung_right")]
+    chest_only = np.where(np.isin(lidc_labels.array, [label.value for label in kept]), lidc_labels.array, 0)
+    write_labelmap(lidc_labels.with_array(chest_only.astype(np.uint8)), out / "lidc-heart-aorta.seg.nrrd", kept)
+    (out / "lidc-heldout.csv").write_text("image,label\nlidc.nrrd,lidc-heart-aorta.seg.nrrd\n")
 
 
 if __name__ == "__main__":

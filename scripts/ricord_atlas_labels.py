@@ -11,7 +11,8 @@ RICORD's lungs by threshold (prepare_demo_data.py); liver, spleen and kidneys ar
 
 Writes DATA_DIR/ricord.nrrd, ricord.seg.nrrd (the eight classes, to train on) and ricord-heart-aorta.seg.nrrd
 with ricord-heldout.csv (heart, aorta and lungs only: the reference held-out figures are measured against),
-and DATA_DIR/chest/ricord-native.nrrd, its heart and aorta in the native phase (radiographs see no iodine).
+DATA_DIR/chest/ricord-native.nrrd, its blood pool and organs in the native phase (radiographs see no iodine), and
+ricord-native.nrrd, ricord-venous.nrrd with ricord-phases.csv (the scan in the three phases, to train on).
 These are pseudo-labels, looked at slice by slice (--preview), not drawn by hand: figures against them say
 how a model agrees with a registered atlas on a patient it never saw.
 """
@@ -122,6 +123,14 @@ def main():
     native = enhance(ricord.array, labelled.array, value, tuple(ricord.spacing[::-1]), "native",
                      np.random.default_rng(0))
     sitk.WriteImage(ricord.with_array(native).to_sitk(), str(data / "chest" / "ricord-native.nrrd"), True)
+    # To train on: the scan in all three phases, as prepare_demo_data.py writes the other CTs.
+    venous = enhance(ricord.array, labelled.array, value, tuple(ricord.spacing[::-1]), "venous",
+                     np.random.default_rng(1))
+    rows = ["image,label", "ricord.nrrd,ricord.seg.nrrd"]
+    for phase, hu_array in (("native", native), ("venous", venous)):
+        sitk.WriteImage(ricord.with_array(hu_array).to_sitk(), str(data / f"ricord-{phase}.nrrd"), True)
+        rows.append(f"ricord-{phase}.nrrd,ricord.seg.nrrd")
+    (data / "ricord-phases.csv").write_text("\n".join(rows) + "\n")
     for label in labels:
         print(f"{label.name}: {int((out == label.value).sum())} voxels")
     if args.preview:
