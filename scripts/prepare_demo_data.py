@@ -54,6 +54,13 @@ BONES = ("rib_", "vertebrae_", "clavicula", "scapula", "humerus", "sternum", "co
          "sacrum", "skull")
 
 
+def heart_aorta_lungs(labels: np.ndarray, table) -> tuple[np.ndarray, list]:
+    """A labelmap with only its heart, aorta and lungs (the rest background), and their labels: the reference
+    of a chest CT held out of training."""
+    kept = [label for label in table if label.name in ("heart", "aorta", "lung_left", "lung_right")]
+    return np.where(np.isin(labels, [label.value for label in kept]), labels, 0).astype(np.uint8), kept
+
+
 def label_values(case: Path) -> dict[str, int]:
     """A case's label value per class name, from its labels.json."""
     return {v: int(k) for k, v in json.loads((case / "labels.json").read_text())["labels"].items()}
@@ -170,9 +177,8 @@ def main():
     # LIDC-IDRI-0001's heart, aorta and lungs: the reference for a model trained without it (the other chest CT,
     # RICORD-1B, holds only those as more than a registered atlas's rough guess).
     lidc_labels, table = read_labelmap(out / "lidc.seg.nrrd")
-    kept = [label for label in table if label.name in ("heart", "aorta", "lung_left", "lung_right")]
-    chest_only = np.where(np.isin(lidc_labels.array, [label.value for label in kept]), lidc_labels.array, 0)
-    write_labelmap(lidc_labels.with_array(chest_only.astype(np.uint8)), out / "lidc-heart-aorta.seg.nrrd", kept)
+    chest_only, kept = heart_aorta_lungs(lidc_labels.array, table)
+    write_labelmap(lidc_labels.with_array(chest_only), out / "lidc-heart-aorta.seg.nrrd", kept)
     (out / "lidc-heldout.csv").write_text("image,label\nlidc.nrrd,lidc-heart-aorta.seg.nrrd\n")
 
 

@@ -12,7 +12,7 @@ RICORD's lungs by threshold (prepare_demo_data.py); liver, spleen and kidneys ar
 Writes DATA_DIR/ricord.nrrd, ricord.seg.nrrd (the eight classes, to train on) and ricord-heart-aorta.seg.nrrd
 with ricord-heldout.csv (heart, aorta and lungs only: the reference held-out figures are measured against),
 DATA_DIR/chest/ricord-native.nrrd, its blood pool and organs in the native phase (radiographs see no iodine), and
-ricord-native.nrrd, ricord-venous.nrrd with ricord-phases.csv (the scan in the three phases, to train on).
+ricord-venous.nrrd with ricord-phases.csv (the scan in the three phases, to train on).
 These are pseudo-labels, looked at slice by slice (--preview), not drawn by hand: figures against them say
 how a model agrees with a registered atlas on a patient it never saw.
 """
@@ -28,6 +28,7 @@ from scipy import ndimage
 from unimiss.data import read_image, read_labelmap, write_labelmap
 
 from contrast_phases import enhance
+from prepare_demo_data import heart_aorta_lungs
 
 
 def register(fixed: sitk.Image, moving: sitk.Image) -> sitk.Transform:
@@ -115,22 +116,17 @@ def main():
     labelled = to_input_grid(out)
     sitk.WriteImage(ricord.to_sitk(), str(data / "ricord.nrrd"), True)
     write_labelmap(labelled, data / "ricord.seg.nrrd", labels)
-    kept = [label for label in labels if label.name in ("heart", "aorta", "lung_left", "lung_right")]
-    reference = np.where(np.isin(out, [label.value for label in kept]), out, 0)
+    reference, kept = heart_aorta_lungs(out, labels)
     write_labelmap(to_input_grid(reference), data / "ricord-heart-aorta.seg.nrrd", kept)
     (data / "ricord-heldout.csv").write_text("image,label\nricord.nrrd,ricord-heart-aorta.seg.nrrd\n")
-    # For DRRs: the blood pool as a radiograph sees it, without iodine (heart and aorta in the native phase).
-    native = enhance(ricord.array, labelled.array, value, tuple(ricord.spacing[::-1]), "native",
-                     np.random.default_rng(0))
-    sitk.WriteImage(ricord.with_array(native).to_sitk(), str(data / "chest" / "ricord-native.nrrd"), True)
-    # To train on: the scan in all three phases, as prepare_demo_data.py writes the other CTs.
-    venous = enhance(ricord.array, labelled.array, value, tuple(ricord.spacing[::-1]), "venous",
-                     np.random.default_rng(1))
-    rows = ["image,label", "ricord.nrrd,ricord.seg.nrrd"]
-    for phase, hu_array in (("native", native), ("venous", venous)):
-        sitk.WriteImage(ricord.with_array(hu_array).to_sitk(), str(data / f"ricord-{phase}.nrrd"), True)
-        rows.append(f"ricord-{phase}.nrrd,ricord.seg.nrrd")
-    (data / "ricord-phases.csv").write_text("\n".join(rows) + "\n")
+    # The scan in the two phases it lacks: native for DRRs (a radiograph sees no iodine) and, with venous, to train on
+    # in all three phases, as prepare_demo_data.py writes the other CTs.
+    spacing_zyx = tuple(ricord.spacing[::-1])
+    for phase, path, seed in (("native", "chest/ricord-native.nrrd", 0), ("venous", "ricord-venous.nrrd", 1)):
+        hu_phase = enhance(ricord.array, labelled.array, value, spacing_zyx, phase, np.random.default_rng(seed))
+        sitk.WriteImage(ricord.with_array(hu_phase).to_sitk(), str(data / path), True)
+    (data / "ricord-phases.csv").write_text("image,label\nricord.nrrd,ricord.seg.nrrd\n"
+                                             "chest/ricord-native.nrrd,ricord.seg.nrrd\nricord-venous.nrrd,ricord.seg.nrrd\n")
     for label in labels:
         print(f"{label.name}: {int((out == label.value).sum())} voxels")
     if args.preview:
