@@ -38,6 +38,8 @@ def main():
     parser.add_argument("--held-out", type=Path, help="JSON of Dice figures on held-out data")
     parser.add_argument("--largest-component", action="store_true",
                         help="segmenting keeps each label's largest connected part by default")
+    parser.add_argument("--not-below", nargs="+", default=[], metavar="CLASS=LIMIT[,LIMIT]",
+                        help="2D: CLASS is removed below the lowest image row its LIMIT classes reach")
     args = parser.parse_args()
     source = ModelPackage.load(args.source)
     meta = json.loads(json.dumps(source.meta))
@@ -55,6 +57,9 @@ def main():
         meta["metrics"]["held_out_dice"] = json.loads(args.held_out.read_text())
     if args.largest_component:
         meta["postprocessing"] = {"largest_component": True}
+    if args.not_below:
+        rules = [rule.split("=", 1) for rule in args.not_below]
+        meta.setdefault("postprocessing", {})["not_below"] = {name: limits.split(",") for name, limits in rules}
     meta.pop("weights", None)
     builtin = ROOT / "UniMiSSCore" / "unimiss" / "zoo" / "builtin"
     for old in builtin.glob(f"{args.name}-*"):

@@ -7,12 +7,15 @@ are registered onto RICORD-1B: affine by mutual information, then symmetric-forc
 and aorta are then fitted to RICORD's own contrast: the aorta is the contrast-filled lumen (150-900 HU) within
 a voxel of the warped aorta, its largest part, with a voxel of wall; the heart is what is denser than fat
 (-30 HU) within a voxel of the warped heart, without the aorta, its largest part, holes filled. The lungs are
-RICORD's lungs by threshold (prepare_demo_data.py); liver, spleen and kidneys are the warped atlas's.
+RICORD's lungs by threshold (prepare_demo_data.py); liver, spleen and kidneys are the warped atlas's. Each
+clavicle is the bone (180 HU or more, gaps of a voxel closed) within three voxels of the warped clavicle, the part
+that overlaps it most, holes filled: the clavicles of DRRs drawn as JSRT/SCR draw (scripts/ricord_scr_labels.py).
 
 Writes DATA_DIR/ricord.nrrd, ricord.seg.nrrd (the eight classes, to train on) and ricord-heart-aorta.seg.nrrd
 with ricord-heldout.csv (heart, aorta and lungs only: the reference held-out figures are measured against),
 DATA_DIR/chest/ricord-native.nrrd, its blood pool and organs in the native phase (radiographs see no iodine), and
-ricord-venous.nrrd with ricord-phases.csv (the scan in the three phases, to train on).
+ricord-venous.nrrd with ricord-phases.csv (the scan in the three phases, to train on), and
+DATA_DIR/chest/ricord-clavicles.seg.nrrd.
 These are pseudo-labels, looked at slice by slice (--preview), not drawn by hand: figures against them say
 how a model agrees with a registered atlas on a patient it never saw.
 """
@@ -75,6 +78,17 @@ def largest(mask: np.ndarray) -> np.ndarray:
     return parts == 1 + int(np.argmax(ndimage.sum(mask, parts, range(1, count + 1))))
 
 
+def fitted_bone(hu: np.ndarray, warped: np.ndarray) -> np.ndarray:
+    """The bone near a warped bone's mask, the part that overlaps the mask most."""
+    cross = ndimage.generate_binary_structure(3, 1)
+    near = ndimage.binary_dilation(warped, cross, iterations=3)
+    bone = ndimage.binary_closing(hu >= 180, cross) & near
+    parts, count = ndimage.label(bone)
+    if count == 0:
+        return bone
+    return ndimage.binary_fill_holes(parts == 1 + int(np.argmax(ndimage.sum(warped, parts, range(1, count + 1)))))
+
+
 def main():
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # the same labels on every run
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -84,10 +98,11 @@ def main():
     data = args.data
     ricord = read_image(data / "chest" / "ricord.nrrd")
     fixed = sitk.DICOMOrient(ricord.to_sitk(), "LPS")
-    atlas, labels = read_labelmap(data / "lidc.seg.nrrd")
     transform = register(fixed, sitk.DICOMOrient(read_image(data / "lidc.nrrd").to_sitk(), "LPS"))
-    warped = sitk.Resample(sitk.DICOMOrient(atlas.to_sitk(), "LPS"), fixed, transform, sitk.sitkNearestNeighbor, 0)
-    warped = sitk.GetArrayFromImage(warped)
+    warp = lambda labelmap: sitk.GetArrayFromImage(sitk.Resample(  # noqa: E731
+        sitk.DICOMOrient(labelmap.to_sitk(), "LPS"), fixed, transform, sitk.sitkNearestNeighbor, 0))
+    atlas, labels = read_labelmap(data / "lidc.seg.nrrd")
+    warped = warp(atlas)
     hu = sitk.GetArrayFromImage(fixed)
     value = {label.name: label.value for label in labels}
     grow = lambda mask: ndimage.binary_dilation(mask, ndimage.generate_binary_structure(3, 1))  # noqa: E731
@@ -114,6 +129,13 @@ def main():
             sitk.Resample(image, ricord.to_sitk(), sitk.Transform(), sitk.sitkNearestNeighbor)))
 
     labelled = to_input_grid(out)
+    chest_atlas, chest_labels = read_labelmap(data / "chest" / "lidc.seg.nrrd")
+    warped_chest = warp(chest_atlas)
+    clavicles = [label for label in chest_labels if label.name.startswith("clavicula")]
+    bones = np.zeros_like(out)
+    for label in clavicles:
+        bones[fitted_bone(hu, warped_chest == label.value)] = label.value
+    write_labelmap(to_input_grid(bones), data / "chest" / "ricord-clavicles.seg.nrrd", clavicles)
     sitk.WriteImage(ricord.to_sitk(), str(data / "ricord.nrrd"), True)
     write_labelmap(labelled, data / "ricord.seg.nrrd", labels)
     reference, kept = heart_aorta_lungs(out, labels)
@@ -129,9 +151,13 @@ def main():
                                              "chest/ricord-native.nrrd,ricord.seg.nrrd\nricord-venous.nrrd,ricord.seg.nrrd\n")
     for label in labels:
         print(f"{label.name}: {int((out == label.value).sum())} voxels")
+    for label in clavicles:
+        print(f"{label.name}: {int((bones == label.value).sum())} voxels")
     if args.preview:
-        sheet(hu, out, {value["heart"]: (0, 255, 0), value["aorta"]: (255, 128, 0), value["lung_left"]: (255, 0, 0),
-                        value["lung_right"]: (0, 200, 255), value["liver"]: (200, 100, 50)}, args.preview)
+        colours = {value["heart"]: (0, 255, 0), value["aorta"]: (255, 128, 0), value["lung_left"]: (255, 0, 0),
+                   value["lung_right"]: (0, 200, 255), value["liver"]: (200, 100, 50)}
+        colours.update({100 + label.value: (255, 255, 0) for label in clavicles})  # 100+: apart from the organs
+        sheet(hu, np.where(bones > 0, 100 + bones, out), colours, args.preview)
 
 
 def sheet(hu: np.ndarray, labels: np.ndarray, colors: dict, path: Path) -> None:

@@ -11,6 +11,9 @@ import SimpleITK as sitk
 import slicerio
 
 from unimiss.cli import SAMPLES
+from unimiss.data import read_image
+from unimiss.inference import Predictor
+from unimiss.inference.predictor import clip_below
 from unimiss.zoo import builtin_models_dir, default_model, list_models
 
 SAMPLE_DIR = builtin_models_dir().parent.parent / "samples"
@@ -119,3 +122,29 @@ def test_the_ct_model_finds_both_kidneys_each_on_its_own_side(tmp_path):
         centre = voxels.mean(axis=0)[::-1]  # (x, y, z) index
         x[side] = labels.TransformContinuousIndexToPhysicalPoint(centre.tolist())[0]
     assert x["kidney_left"] > x["kidney_right"] + 50  # mm apart, left of right
+
+
+def test_the_radiograph_model_ends_the_heart_where_the_lung_fields_end(tmp_path):
+    """On a frontal radiograph the heart ends above the lowest point of the lung fields (the costophrenic
+    angles); the model's raw heart may reach into the upper abdomen, and the package's rule cuts it there."""
+    out = tmp_path / "chest.seg.nrrd"
+    env = {**os.environ, "UNIMISS_HOME": str(tmp_path / "empty-home")}
+    proc = subprocess.run([sys.executable, "-m", "unimiss", "segment", "--sample", "xray", "-o", str(out),
+                           "--progress", "none"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    value = {s["name"]: s["labelValue"] for s in segments(out)}
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(out))).squeeze()
+    lowest = lambda mask: np.flatnonzero(mask.any(axis=1)).max()  # noqa: E731
+    bottom = lowest(np.isin(array, [value["lung_left"], value["lung_right"]]))  # the lung fields' largest parts
+    assert lowest(array == value["heart"]) <= bottom
+
+    package = default_model(2)
+    assert package.not_below == {"heart": ["lung_left", "lung_right"]}
+    raw_package = type(package).load(package.root)
+    del raw_package.meta["postprocessing"]["not_below"]
+    raw = Predictor(raw_package, largest_component=False).predict(read_image(SAMPLE_DIR / SAMPLES["xray"]))
+    clipped = clip_below(raw, package.labels, package.not_below).array
+    assert np.any(raw.array[bottom + 1:] == value["heart"])  # on this radiograph the raw heart reaches lower
+    assert not np.any(clipped[bottom + 1:] == value["heart"])
+    heart = clipped != raw.array
+    assert np.all(raw.array[heart] == value["heart"]) and np.all(clipped[heart] == 0)  # only the heart's tail goes

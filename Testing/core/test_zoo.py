@@ -170,6 +170,10 @@ def _bad_intensity(m):
     m["preprocessing"]["intensity"] = {"method": "ct", "clip": [-1000, 1000]}
 
 
+def _not_below_in_3d(m):
+    m["postprocessing"] = {"not_below": {"liver": ["spleen"]}}
+
+
 @pytest.mark.parametrize("change, field", [
     (_drop_labels, "labels: is required but missing"),
     (_duplicate_value, "labels[1].value: 1 is used by more than one label"),
@@ -179,6 +183,7 @@ def _bad_intensity(m):
     (_patch_not_multiple, "patch_size:"),
     (_unknown_config, "network.config: unknown MiT config 'huge'"),
     (_bad_intensity, "preprocessing.intensity.scale: is required but missing"),
+    (_not_below_in_3d, "postprocessing.not_below: applies to 2D models only"),
 ])
 def test_schema_errors_are_one_line_naming_the_package_and_field(networks, tmp_path, change, field):
     meta = make_meta()

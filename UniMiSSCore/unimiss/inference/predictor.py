@@ -135,6 +135,7 @@ class Predictor:
                                dtype=torch.float16)
         del volume, prepared.array
         labels = self._to_input_grid(probs.cpu().numpy(), prepared.grid, image)
+        labels = clip_below(labels, self.package.labels, self.package.not_below)
         if self.largest_component:
             labels = keep_largest_components(labels)
         return labels
@@ -155,6 +156,23 @@ class Predictor:
     def _report(self, stage, done, total):
         if self.progress is not None:
             self.progress.progress(stage, done, total)
+
+
+def clip_below(labels: ImageData, names, not_below: dict) -> ImageData:
+    """In a 2D image, each bounded class removed from the rows below the lowest row the largest parts of its
+    limit classes reach (the model's `postprocessing.not_below`; stray specks of a limit class do not count);
+    a class whose limits are absent is left as it is."""
+    value = {label.name: label.value for label in names}
+    array = labels.array
+    for bounded, limits in not_below.items():
+        limit = np.where(np.isin(array, [value[n] for n in limits]), array, 0)
+        limit = keep_largest_components(labels.with_array(limit)).array
+        rows = np.flatnonzero((limit > 0).any(axis=-1).reshape(-1))
+        if rows.size:
+            array = array.copy() if array is labels.array else array
+            below = array[..., rows.max() + 1:, :]
+            below[below == value[bounded]] = 0
+    return labels if array is labels.array else labels.with_array(array)
 
 
 def keep_largest_components(labels: ImageData) -> ImageData:

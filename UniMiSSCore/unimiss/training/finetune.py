@@ -495,4 +495,8 @@ def _write_package(s, name, network, base_package, base_info, dimension, labels,
         meta["metrics"]["base_val_dice"] = base_val_dice
     if base_package and "postprocessing" in base_package.meta:  # the base's classes, segmented as it segments them
         meta["postprocessing"] = dict(base_package.meta["postprocessing"])
+        names = {label["name"] for label in meta["labels"]}
+        if "not_below" in meta["postprocessing"]:  # only the rules whose classes the new model still has
+            meta["postprocessing"]["not_below"] = {k: v for k, v in meta["postprocessing"]["not_below"].items()
+                                                   if k in names and set(v) <= names}
     return save_package(user_models_dir() / f"{name}-{version}", meta, network.state_dict(), dtype="float32")

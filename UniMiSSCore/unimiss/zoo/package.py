@@ -143,6 +143,11 @@ def validate_meta(meta, source) -> dict:
             fail(f"labels[{i}].name", f"{label['name']!r} is used by more than one label")
         values.add(label["value"])
         names.add(label["name"])
+    not_below = meta.get("postprocessing", {}).get("not_below", {})
+    if not_below and dim != 2:
+        fail("postprocessing.not_below", "applies to 2D models only (image rows)")
+    for name in [n for bounded, limits in not_below.items() for n in [bounded, *limits] if n not in names]:
+        fail("postprocessing.not_below", f"{name!r} is not one of the model's labels")
     return meta
 
 
@@ -359,6 +364,11 @@ class ModelPackage:
         return bool(self.meta.get("postprocessing", {}).get("largest_component", False))
 
     @property
+    def not_below(self) -> dict[str, list[str]]:
+        """{class: [classes]}: the class is kept no lower in a 2D image than those classes reach."""
+        return dict(self.meta.get("postprocessing", {}).get("not_below", {}))
+
+    @property
     def test_time_mirroring(self) -> bool:
         """Whether the model learnt from mirrored images, so that mirrored inputs are worth averaging over."""
         return bool(self.meta.get("postprocessing", {}).get("test_time_mirroring", False))
@@ -413,7 +423,8 @@ class ModelPackage:
             + f", orientation {pre.get('orientation') or 'as input'}, "
             f"intensity {pre['intensity']['method']}" + (f" ({intensity})" if intensity else ""),
             f"  labels ({len(m['labels'])}): " + ", ".join(f"{d['value']} {d['name']}" for d in m["labels"])
-            + ("; each label's largest connected part is kept" if self.largest_component else ""),
+            + ("; each label's largest connected part is kept" if self.largest_component else "")
+            + "".join(f"; {name} ends where {' and '.join(limits)} end below" for name, limits in self.not_below.items()),
             f"  training data: {_one_line(json.dumps(m['provenance']['training_data']), 300)}",
         ]
         metrics = {k: v for k, v in m.get("metrics", {}).items() if k != "description"}
