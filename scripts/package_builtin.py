@@ -40,6 +40,8 @@ def main():
                         help="segmenting keeps each label's largest connected part by default")
     parser.add_argument("--not-below", nargs="+", default=[], metavar="CLASS=LIMIT[,LIMIT]",
                         help="2D: CLASS is removed below the lowest image row its LIMIT classes reach")
+    parser.add_argument("--test-time-zoom-shift", action="store_true",
+                        help="segmenting averages over the image zoomed and shifted a little")
     args = parser.parse_args()
     source = ModelPackage.load(args.source)
     meta = json.loads(json.dumps(source.meta))
@@ -57,6 +59,8 @@ def main():
         meta["metrics"]["held_out_dice"] = json.loads(args.held_out.read_text())
     if args.largest_component:
         meta["postprocessing"] = {"largest_component": True}
+    if args.test_time_zoom_shift:
+        meta.setdefault("postprocessing", {})["test_time_zoom_shift"] = True
     if args.not_below:
         rules = [rule.split("=", 1) for rule in args.not_below]
         meta.setdefault("postprocessing", {})["not_below"] = {name: limits.split(",") for name, limits in rules}

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicerio
+import torch
 
 from unimiss.cli import SAMPLES
 from unimiss.data import read_image
 from unimiss.inference import Predictor
-from unimiss.inference.predictor import clip_below
+from unimiss.inference.predictor import clip_below, moved, zoom_shift_transforms
 from unimiss.zoo import builtin_models_dir, default_model, list_models
 
 SAMPLE_DIR = builtin_models_dir().parent.parent / "samples"
@@ -74,14 +75,14 @@ def test_all_components_keeps_the_pieces_the_default_drops(tmp_path):
     env = {**os.environ, "UNIMISS_HOME": str(tmp_path / "empty-home")}
     results = {}
     for option in ("default", "--all-components"):
-        proc = subprocess.run([sys.executable, "-m", "unimiss", "segment", "--sample", "xray", "-o",
+        proc = subprocess.run([sys.executable, "-m", "unimiss", "segment", "--sample", "ct", "-o",
                                str(tmp_path / option), "--progress", "none"] + ([option] if option != "default" else []),
-                              capture_output=True, text=True, env=env, timeout=300)
+                              capture_output=True, text=True, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr
-        results[option] = sitk.ReadImage(str(tmp_path / option / "chest-xray.seg.nrrd"))
+        results[option] = sitk.ReadImage(str(tmp_path / option / "ct-abdomen.seg.nrrd"))
     default, every = (sitk.GetArrayFromImage(results[o]) for o in ("default", "--all-components"))
     assert np.all((default == 0) | (default == every))  # the largest parts, untouched
-    values = [s["labelValue"] for s in segments(tmp_path / "default" / "chest-xray.seg.nrrd")]
+    values = [s["labelValue"] for s in segments(tmp_path / "default" / "ct-abdomen.seg.nrrd")]
     assert sum(pieces(results["--all-components"], v) for v in values) > sum(pieces(results["default"], v)
                                                                              for v in values)
 
@@ -148,3 +149,18 @@ def test_the_radiograph_model_ends_the_heart_where_the_lung_fields_end(tmp_path)
     assert not np.any(clipped[bottom + 1:] == value["heart"])
     heart = clipped != raw.array
     assert np.all(raw.array[heart] == value["heart"]) and np.all(clipped[heart] == 0)  # only the heart's tail goes
+
+
+@pytest.mark.parametrize("dimension", [2, 3])
+def test_zoom_and_shift_averaging_maps_each_copy_back_onto_the_image(dimension):
+    """The radiograph model averages over zoomed and shifted copies of the image: each copy's output must land back
+    where the image is, or the average would blur the borders it is meant to steady."""
+    axes = torch.meshgrid(*[torch.linspace(-1, 1, 48)] * dimension, indexing="ij")
+    smooth = torch.exp(-sum((a - c) ** 2 for a, c in zip(axes, (0.2, -0.1, 0.3))) / 0.1)[None, None]
+    inside = (slice(None), slice(None)) + (slice(6, -6),) * dimension
+    for zoom, shift in zoom_shift_transforms(dimension)[1:]:
+        there = moved(smooth, zoom, shift)
+        back = moved(there, zoom, shift, back=True)
+        assert (there - smooth).abs().max() > 0.1  # each copy does move
+        assert (back - smooth)[inside].abs().max() < 0.05  # interpolation error only; a wrong inverse leaves > 0.1
+    assert default_model(2).test_time_zoom_shift and not default_model(3).test_time_zoom_shift

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import SimpleITK as sitk
 import torch
+import torch.nn.functional as F
 
 from .. import cpu
 from ..data.image import ImageData
@@ -76,6 +77,7 @@ class Predictor:
             progress.message(f"--tta: {package.reference} learnt from unmirrored images only, so mirrored passes "
                              "would lower its accuracy; segmenting without them")
         self.mirrored_classes = self._mirrored_classes()
+        self.zoom_shift = zoom_shift_transforms(package.dimension) if package.test_time_zoom_shift else [None]
         # None: as the model says (the built-in models keep each organ's largest part; other models keep all)
         self.largest_component = package.largest_component if largest_component is None else largest_component
         self.progress = progress
@@ -107,14 +109,16 @@ class Predictor:
         total = None
         sides = batch.ndim - 1  # the last axis runs from the patient's right to left (LPS; radiographs as viewed)
         with torch.inference_mode(), context:
-            for dims in flips:
+            for dims, transform in itertools.product(flips, self.zoom_shift):
                 x = batch.flip(dims) if dims else batch
+                x = moved(x, *transform) if transform else x
                 p = torch.softmax(self.network(x).float(), dim=1)
+                p = moved(p, *transform, back=True) if transform else p
                 p = p.flip(dims) if dims else p
                 if sides in dims:  # a mirrored patient's left organs look like right ones: swap them back
                     p = p[:, self.mirrored_classes]
                 total = p if total is None else total + p
-        return total / len(flips)
+        return total / (len(flips) * len(self.zoom_shift))
 
     def predict(self, image: ImageData, source="the image") -> ImageData:
         dim = self.package.dimension
@@ -156,6 +160,26 @@ class Predictor:
     def _report(self, stage, done, total):
         if self.progress is not None:
             self.progress.progress(stage, done, total)
+
+
+def zoom_shift_transforms(dimension: int) -> list[tuple[float, tuple[float, ...]]]:
+    """(zoom, shift) pairs a model's `postprocessing.test_time_zoom_shift` averages over: the image as it is,
+    zoomed 0.9 and 1.1 about its centre, and moved 2.5 % of its field each way along each axis."""
+    still = (0.0,) * dimension
+    moves = [tuple(step if a == axis else 0.0 for a in range(dimension)) for axis in range(dimension)
+             for step in (0.05, -0.05)]  # affine_grid's coordinates span [-1, 1]: 0.05 is 2.5 % of the field
+    return [(1.0, still), (0.9, still), (1.1, still)] + [(1.0, move) for move in moves]
+
+
+def moved(batch: torch.Tensor, zoom: float, shift, back: bool = False) -> torch.Tensor:
+    """The batch zoomed about its centre and shifted (borders continued), or with `back` that undone."""
+    nd = batch.ndim - 2
+    theta = torch.zeros(batch.shape[0], nd, nd + 1, dtype=torch.float32, device=batch.device)
+    shift = torch.tensor(shift, dtype=torch.float32, device=batch.device)
+    theta[:, range(nd), range(nd)] = zoom if back else 1 / zoom
+    theta[:, :, nd] = -shift * zoom if back else shift
+    grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
+    return F.grid_sample(batch.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def clip_below(labels: ImageData, names, not_below: dict) -> ImageData:

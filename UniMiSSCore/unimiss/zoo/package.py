@@ -369,6 +369,11 @@ class ModelPackage:
         return dict(self.meta.get("postprocessing", {}).get("not_below", {}))
 
     @property
+    def test_time_zoom_shift(self) -> bool:
+        """Whether segmenting averages over the image zoomed and shifted a little (inference/predictor.py)."""
+        return bool(self.meta.get("postprocessing", {}).get("test_time_zoom_shift", False))
+
+    @property
     def test_time_mirroring(self) -> bool:
         """Whether the model learnt from mirrored images, so that mirrored inputs are worth averaging over."""
         return bool(self.meta.get("postprocessing", {}).get("test_time_mirroring", False))
