@@ -429,6 +429,7 @@ class ModelPackage:
             f"intensity {pre['intensity']['method']}" + (f" ({intensity})" if intensity else ""),
             f"  labels ({len(m['labels'])}): " + ", ".join(f"{d['value']} {d['name']}" for d in m["labels"])
             + ("; each label's largest connected part is kept" if self.largest_component else "")
+            + ("; averaged over zoomed and shifted copies" if self.test_time_zoom_shift else "")
             + "".join(f"; {name} ends where {' and '.join(limits)} end below" for name, limits in self.not_below.items()),
             f"  training data: {_one_line(json.dumps(m['provenance']['training_data']), 300)}",
         ]
