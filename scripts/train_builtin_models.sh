@@ -79,13 +79,13 @@ unimiss drr $RICORD_SCR -o "$WORK/drr3-ricord-train" --count 300 --size 256 --se
 ( echo image,label
   for set in drr3-train drr3-ricord-train drr3-val drr3-ricord; do
     tail -n +2 "$WORK/$set/cases.csv" | sed "s|^|$set/|; s|,|,$set/|"; done ) > "$WORK/two.csv"
-( head -n 601 "$WORK/two.csv"
-  for i in 1 2 3 4 5 6 7 8 9 10; do tail -n +2 "$WORK/pseudo-two/accepted.csv" | sed "s|^|pseudo-two/|; s|,|,pseudo-two/|"; done
-  tail -n 48 "$WORK/two.csv" ) > "$WORK/two-self.csv"
 ( OMP_NUM_THREADS=1 unimiss finetune --base cxr-native --csv "$WORK/two.csv" --validation 48 --name cxr-two --minutes 30 \
     --seed 0 --patience 1000 --workdir "$WORK/cxr-two-work" --progress jsonl > "$WORK/cxr-two.jsonl"
   python scripts/pseudo_label_radiographs.py cxr-two "$WORK/pseudo-two" $REAL_RADIOGRAPHS \
     --accept scripts/radiograph_pseudo_labels_1.3.json
+  ( head -n 601 "$WORK/two.csv"
+    for i in 1 2 3 4 5 6 7 8 9 10; do tail -n +2 "$WORK/pseudo-two/accepted.csv" | sed "s|^|pseudo-two/|; s|,|,pseudo-two/|"; done
+    tail -n 48 "$WORK/two.csv" ) > "$WORK/two-self.csv"
   OMP_NUM_THREADS=1 unimiss finetune --base cxr-two --csv "$WORK/two-self.csv" --validation 48 --name cxr-two-self \
     --minutes 20 --seed 0 --patience 1000 --workdir "$WORK/cxr-two-self-work" --progress jsonl > "$WORK/cxr-two-self.jsonl"
 ) &
