@@ -71,22 +71,19 @@ def register(fixed: sitk.Image, moving: sitk.Image) -> sitk.Transform:
     return sitk.CompositeTransform([affine, sitk.DisplacementFieldTransform(field)])  # demons first, then affine
 
 
-def largest(mask: np.ndarray) -> np.ndarray:
+def largest(mask: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+    """The connected part of `mask` with the most voxels, or with `weight` the most voxels of `weight`."""
     parts, count = ndimage.label(mask)
     if count == 0:
         return mask
-    return parts == 1 + int(np.argmax(ndimage.sum(mask, parts, range(1, count + 1))))
+    return parts == 1 + int(np.argmax(ndimage.sum(mask if weight is None else weight, parts, range(1, count + 1))))
 
 
 def fitted_bone(hu: np.ndarray, warped: np.ndarray) -> np.ndarray:
     """The bone near a warped bone's mask, the part that overlaps the mask most."""
     cross = ndimage.generate_binary_structure(3, 1)
     near = ndimage.binary_dilation(warped, cross, iterations=3)
-    bone = ndimage.binary_closing(hu >= 180, cross) & near
-    parts, count = ndimage.label(bone)
-    if count == 0:
-        return bone
-    return ndimage.binary_fill_holes(parts == 1 + int(np.argmax(ndimage.sum(warped, parts, range(1, count + 1)))))
+    return ndimage.binary_fill_holes(largest(ndimage.binary_closing(hu >= 180, cross) & near, warped))
 
 
 def main():

@@ -13,6 +13,9 @@ WORK=${1:-/tmp/unimiss-builtin}
 export UNIMISS_HOME="$WORK/home"
 mkdir -p "$WORK"
 REAL_RADIOGRAPHS="../shared/data/xray UniMiSSCore/unimiss/samples/chest-xray.png"
+merge_json() {  # one JSON object holding the entries of every file given
+  python -c "import json, sys; print(json.dumps({k: v for f in sys.argv[1:] for k, v in json.load(open(f)).items()}, indent=1))" "$@"
+}
 
 # Labelled CTs, each in three contrast phases; RICORD-1B lungs by threshold, its heart, aorta and upper abdomen
 # by registering LIDC-IDRI-0001 onto it (looked at slice by slice: docs/previews/ricord-atlas-labels.png).
@@ -117,8 +120,7 @@ python scripts/evaluate_builtin.py ct-organs-all "$WORK/ct-heldout-ricord.json" 
 python scripts/evaluate_builtin.py ct-organs-nolidc "$WORK/ct-heldout-lidc.json" --largest-component \
   --set "LIDC-IDRI-0001 (contrast chest CT, not trained on; from the recipe trained without it: 50 minutes from scratch on ts-dicom, ts-abdomen and RICORD-1B, three phases each; its TotalSegmentator heart, aorta and lungs)" \
   "$WORK/data/lidc-heldout.csv"
-python -c "import json, sys; print(json.dumps({k: v for f in sys.argv[1:] for k, v in json.load(open(f)).items()}, indent=1))" \
-  "$WORK/ct-heldout-ricord.json" "$WORK/ct-heldout-lidc.json" "$WORK/ct-heldout-ts.json" > "$WORK/ct-heldout.json"
+merge_json "$WORK/ct-heldout-ricord.json" "$WORK/ct-heldout-lidc.json" "$WORK/ct-heldout-ts.json" > "$WORK/ct-heldout.json"
 # The radiograph model's held-out figures are its base's (1.2.0 never saw RICORD-1B), segmented as 1.3.0 segments
 # (zoomed and shifted copies averaged, the heart cut where the lung fields end); the training patients' DRRs in other poses from 1.3.0 itself.
 python - "$UNIMISS_HOME/models/cxr-native-1.0.0" "$UNIMISS_HOME/models/cxr-native-clipped-1.0.0" <<'PY'
@@ -135,8 +137,7 @@ python scripts/evaluate_builtin.py cxr-native-clipped "$WORK/cxr-heldout-ricord.
 python scripts/evaluate_builtin.py cxr-two-self "$WORK/cxr-heldout-poses.json" --largest-component \
   --set "DRRs of LIDC-IDRI-0001 in other poses, clavicles turned upright (the training patient)" "$WORK/drr3-val/cases.csv" \
   --set "DRRs of RICORD-1B in other poses (a training patient of this model)" "$WORK/drr3-ricord/cases.csv"
-python -c "import json, sys; print(json.dumps({k: v for f in sys.argv[1:] for k, v in json.load(open(f)).items()}, indent=1))" \
-  "$WORK/cxr-heldout-ricord.json" "$WORK/cxr-heldout-poses.json" > "$WORK/cxr-heldout.json"
+merge_json "$WORK/cxr-heldout-ricord.json" "$WORK/cxr-heldout-poses.json" > "$WORK/cxr-heldout.json"
 python scripts/package_builtin.py "$(ls -d "$UNIMISS_HOME"/models/ct-organs-plus-ricord-* | tail -1)" ct-organs-compact \
   --version 1.3.0 --default --largest-component --held-out "$WORK/ct-heldout.json" \
   --description "Liver, spleen, kidneys, aorta, heart and lungs on CT (3D, MiT-compact, 2.5 mm, soft-tissue window -200..400 HU)." \
