@@ -1,7 +1,7 @@
 """Make a trained model package a built-in one: fp16 weights, the demo disclaimers, label definitions.
 
     python scripts/package_builtin.py SOURCE NAME --version 1.1.1 [--default] --description TEXT \
-        --training-data TEXT --command TEXT [--held-out FILE.json] [--largest-component]
+        --training-data TEXT --command TEXT [--held-out FILE.json] [--largest-component] [--join-gaps CLASS=MM]
 
 SOURCE is a model package (as `unimiss finetune` leaves it in the user registry).
 The result replaces every version of NAME in UniMiSSCore/unimiss/zoo/builtin/ with NAME-VERSION/.
@@ -40,6 +40,8 @@ def main():
                         help="segmenting keeps each label's largest connected part by default")
     parser.add_argument("--not-below", nargs="+", default=[], metavar="CLASS=LIMIT[,LIMIT]",
                         help="2D: CLASS is removed below the lowest image row its LIMIT classes reach")
+    parser.add_argument("--join-gaps", nargs="+", default=[], metavar="CLASS=MM",
+                        help="with --largest-component: parts of CLASS less than MM apart count as one part")
     parser.add_argument("--test-time-zoom-shift", action="store_true",
                         help="segmenting averages over the image zoomed and shifted a little")
     args = parser.parse_args()
@@ -64,6 +66,9 @@ def main():
     if args.not_below:
         rules = [rule.split("=", 1) for rule in args.not_below]
         meta.setdefault("postprocessing", {})["not_below"] = {name: limits.split(",") for name, limits in rules}
+    if args.join_gaps:
+        rules = [rule.split("=", 1) for rule in args.join_gaps]
+        meta.setdefault("postprocessing", {})["join_gaps_mm"] = {name: float(mm) for name, mm in rules}
     meta.pop("weights", None)
     builtin = ROOT / "UniMiSSCore" / "unimiss" / "zoo" / "builtin"
     for old in builtin.glob(f"{args.name}-*"):

@@ -183,3 +183,29 @@ def test_evaluate_leaves_a_class_neither_side_holds_unscored(tmp_path):
     assert report["labels"]["spleen"]["dice"] is None
     assert report["mean_dice"] == report["labels"]["liver"]["dice"] == pytest.approx(2 * 16 / (16 + 32))
     assert dice_per_class(torch.from_numpy(pred), torch.from_numpy(ref), 3) == [report["labels"]["liver"]["dice"], None]
+
+
+@pytest.mark.parametrize("dimension", [2, 3])
+def test_parts_of_a_vessel_across_a_short_gap_are_kept_together(dimension):
+    """`postprocessing.join_gaps_mm`: a vessel drawn in two pieces 6 mm apart stays whole; a blob 60 mm away,
+    and without the option the shorter piece, are dropped. Gaps are measured in mm on anisotropic grids."""
+    from unimiss.data.image import ImageData
+    from unimiss.inference import keep_largest_components
+
+    spacing = (0.7, 0.7, 2.5)[:dimension]
+    shape = (40, 200, 200)[-dimension:]
+    array = np.zeros(shape, np.uint8)
+    column = (slice(None),) * (dimension - 2)  # every slice in 3D
+    x = lambda mm: int(round(mm / 0.7))  # noqa: E731
+    array[column + (slice(90, 110), slice(x(10), x(60)))] = 4      # the longer piece
+    array[column + (slice(90, 110), slice(x(66), x(100)))] = 4     # 6 mm further along
+    array[column + (slice(10, 30), slice(x(30), x(45)))] = 4       # 60 mm off the vessel's line
+    array[column + (slice(150, 190), slice(10, 60))] = 1           # another class, untouched
+    labels = ImageData(array, spacing, (0.0,) * dimension, tuple(np.eye(dimension).ravel()))
+    plain = keep_largest_components(labels).array
+    joined = keep_largest_components(labels, {4: 20.0}).array
+    assert all(array[column + (row, x(mm))].all() for row, mm in ((100, 30), (100, 80), (20, 40)))
+    assert plain[column + (100, x(30))].all() and not plain[column + (100, x(80))].any()
+    assert joined[column + (100, x(30))].all() and joined[column + (100, x(80))].all()
+    assert not joined[column + (20, x(40))].any() and not plain[column + (20, x(40))].any()
+    assert np.array_equal(joined == 1, array == 1) and np.array_equal(plain == 1, array == 1)

@@ -174,6 +174,14 @@ def _not_below_in_3d(m):
     m["postprocessing"] = {"not_below": {"liver": ["spleen"]}}
 
 
+def _join_unknown_class(m):
+    m["postprocessing"] = {"largest_component": True, "join_gaps_mm": {"aorta": 20}}
+
+
+def _join_negative_gap(m):
+    m["postprocessing"] = {"largest_component": True, "join_gaps_mm": {"liver": -5}}
+
+
 @pytest.mark.parametrize("change, field", [
     (_drop_labels, "labels: is required but missing"),
     (_duplicate_value, "labels[1].value: 1 is used by more than one label"),
@@ -184,6 +192,8 @@ def _not_below_in_3d(m):
     (_unknown_config, "network.config: unknown MiT config 'huge'"),
     (_bad_intensity, "preprocessing.intensity.scale: is required but missing"),
     (_not_below_in_3d, "postprocessing.not_below: applies to 2D models only"),
+    (_join_unknown_class, "postprocessing.join_gaps_mm: 'aorta' is not one of the model's labels"),
+    (_join_negative_gap, "postprocessing.join_gaps_mm.liver:"),
 ])
 def test_schema_errors_are_one_line_naming_the_package_and_field(networks, tmp_path, change, field):
     meta = make_meta()

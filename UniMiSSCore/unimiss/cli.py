@@ -95,7 +95,8 @@ def _finetune(args) -> int:
         spacing=tuple(args.spacing) if args.spacing else None, intensity=args.intensity, epochs=args.epochs,
         minutes=args.minutes, iterations_per_epoch=args.iterations, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, seed=args.seed, validation=args.validation,
-        patience=args.patience, contrast_phases=not args.no_contrast_phases, precision=args.precision,
+        patience=args.patience, contrast_phases=not args.no_contrast_phases,
+        deformation=args.deformation, precision=args.precision,
         device=args.device, workdir=Path(args.workdir) if args.workdir else None,
         resume=args.resume, command="unimiss " + " ".join(sys.argv[1:]))
     files = pairs_from_args(args.images or (), args.labels or (), args.data, args.csv)
@@ -410,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--no-contrast-phases", action="store_true",
                     help="CT: do not simulate other contrast phases (by default half the patches see their aorta, "
                          "heart, kidneys, liver, spleen... as native, arterial or venous, when the labels name them)")
+    ft.add_argument("--deformation", type=float, default=0.0, metavar="SHARE",
+                    help="smooth random deformations of the training patches for shape variety (organs larger or "
+                         "smaller, outlines bent), up to SHARE of half a patch along each axis (e.g. 0.08); 0: none")
     ft.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                     help="auto: fp32 on CPUs, bf16 (or fp16) autocast on GPUs")
     ft.add_argument("--device", default="auto",

@@ -141,7 +141,8 @@ class Predictor:
         labels = self._to_input_grid(probs.cpu().numpy(), prepared.grid, image)
         labels = clip_below(labels, self.package.labels, self.package.not_below)
         if self.largest_component:
-            labels = keep_largest_components(labels)
+            value = {label.name: label.value for label in self.package.labels}
+            labels = keep_largest_components(labels, {value[n]: mm for n, mm in self.package.join_gaps_mm.items()})
         return labels
 
     def _to_input_grid(self, probs: np.ndarray, grid: sitk.Image, image: ImageData) -> ImageData:
@@ -199,13 +200,30 @@ def clip_below(labels: ImageData, names, not_below: dict) -> ImageData:
     return labels if array is labels.array else labels.with_array(array)
 
 
-def keep_largest_components(labels: ImageData) -> ImageData:
-    """For each label, keep only its largest connected component."""
-    image = sitk.GetImageFromArray(labels.array)
+def keep_largest_components(labels: ImageData, join_gaps_mm: dict[int, float] | None = None) -> ImageData:
+    """For each label, keep only its largest connected component. For a label in `join_gaps_mm` ({value: mm}),
+    parts separated by gaps of at most that many mm count as one component (the one holding most voxels wins)."""
     out = labels.array.copy()
     for value in np.unique(labels.array):
         if value == 0:
             continue
-        components = sitk.RelabelComponent(sitk.ConnectedComponent(image == int(value)), sortByObjectSize=True)
-        out[(labels.array == value) & (sitk.GetArrayViewFromImage(components) != 1)] = 0
+        mask = labels.array == value
+        gap = (join_gaps_mm or {}).get(int(value))
+        out[mask & ~_largest_part(mask, labels.spacing, gap)] = 0
     return labels.with_array(out)
+
+
+def _largest_part(mask: np.ndarray, spacing, gap_mm: float | None) -> np.ndarray:
+    """The largest connected part of `mask`; with `gap_mm`, of the mask grown by half the gap each way, cut back
+    to the mask. Computed within the mask's bounding box (plus the growth), so a small class stays cheap."""
+    radius = [int(round(gap_mm / 2 / s)) for s in spacing][::-1] if gap_mm else [0] * mask.ndim
+    nonzero = np.nonzero(mask)
+    box = tuple(slice(max(int(i.min()) - r, 0), int(i.max()) + r + 1) for i, r in zip(nonzero, radius))
+    image = sitk.GetImageFromArray(mask[box].astype(np.uint8))
+    grown = sitk.BinaryDilate(image, radius[::-1], sitk.sitkBall) if any(radius) else image
+    parts = sitk.GetArrayFromImage(sitk.ConnectedComponent(grown))
+    sizes = np.bincount(parts[mask[box]])
+    sizes[0] = 0
+    keep = np.zeros_like(mask)
+    keep[box] = parts == int(np.argmax(sizes))
+    return keep & mask

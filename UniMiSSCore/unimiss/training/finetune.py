@@ -54,6 +54,7 @@ class FinetuneSettings:
     validation: int | None = None         # how many of the cases to hold out (default: about a fifth, at least one)
     patience: int = 20                    # epochs without a better validation Dice before stopping
     contrast_phases: bool = True          # simulate native, arterial and venous phases (CT with named structures)
+    deformation: float = 0.0              # smooth random deformations of the patches, up to this share of a half-patch
     precision: str = "auto"
     device: str = "auto"
     workdir: Path | None = None           # default: unimiss-finetune-<name> beside the training data
@@ -240,7 +241,7 @@ def finetune(settings: FinetuneSettings, case_files, progress, monitor_files=())
                 images, targets = sampler.sample(batch_size, rng)
                 if phases:
                     images, targets = phases(images, targets, generator)
-                images, targets = augment(images, targets, generator)
+                images, targets = augment(images, targets, generator, deformation=s.deformation)
                 images, targets = images.to(device), targets.to(device)
                 with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                     outputs = model(images)

@@ -56,9 +56,10 @@ def crop(array: np.ndarray, centre, patch, fill) -> np.ndarray:
 
 
 def augment(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, p_spatial: float = 0.5,
-            p_cropped: float = 0.15):
+            p_cropped: float = 0.15, deformation: float = 0.0):
     """Per patch: rotation (+-20 degrees in the slice plane, +-8 out of it in 3D) and scaling (0.7-1.4, as
-    nnU-Net) with probability `p_spatial`; then brightness, contrast, gamma and noise, as nnU-Net does, at
+    nnU-Net) with probability `p_spatial`, with a smooth random deformation of up to `deformation` (a share
+    of the patch's half-width, along each axis) for shape variety: organs larger or smaller, outlines bent; then brightness, contrast, gamma and noise, as nnU-Net does, at
     the cost of one resampling of the batch. With probability `p_cropped` the patch looks like a scan cropped
     around an organ: beyond a random box (up to a quarter off each side) there is nothing, as beyond the edge
     of an image that inference pads with its minimum.
@@ -77,6 +78,8 @@ def augment(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generat
         theta[:, :, :nd] = rotation / scale[:, None, None]
         theta[~spatial] = torch.eye(nd, nd + 1)
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        if deformation > 0:
+            grid = grid + _smooth_field(images.shape, deformation, rand) * spatial.view(-1, *[1] * (nd + 1))
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
         labels = F.grid_sample(labels[:, None].float(), grid, mode="nearest", align_corners=False)[:, 0].long()
     for i in torch.nonzero(rand(b) < p_cropped).flatten().tolist():
@@ -98,6 +101,16 @@ def augment(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generat
     images = ((images - low) / span) ** gamma * span + low
     images = images + torch.randn(images.shape, generator=generator) * 0.05 * rand(shape) * (rand(shape) < 0.3)
     return images.contiguous(), labels
+
+
+def _smooth_field(shape, deformation: float, rand) -> torch.Tensor:
+    """(b, *spatial, nd) displacements in grid_sample's units, random on a 4-point-per-axis lattice, each patch's
+    largest amount drawn up to `deformation`, interpolated smoothly over the patch."""
+    b, nd = shape[0], len(shape) - 2
+    coarse = (rand(b, nd, *[4] * nd) * 2 - 1) * (rand(b) * deformation).view(-1, *[1] * (nd + 1))
+    field = F.interpolate(coarse, size=tuple(shape[2:]), mode="bilinear" if nd == 2 else "trilinear",
+                          align_corners=True)
+    return field.movedim(1, -1)
 
 
 def _rotation(nd: int, angles: torch.Tensor) -> torch.Tensor:

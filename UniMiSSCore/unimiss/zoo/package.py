@@ -148,6 +148,8 @@ def validate_meta(meta, source) -> dict:
         fail("postprocessing.not_below", "applies to 2D models only (image rows)")
     for name in [n for bounded, limits in not_below.items() for n in [bounded, *limits] if n not in names]:
         fail("postprocessing.not_below", f"{name!r} is not one of the model's labels")
+    for name in [n for n in meta.get("postprocessing", {}).get("join_gaps_mm", {}) if n not in names]:
+        fail("postprocessing.join_gaps_mm", f"{name!r} is not one of the model's labels")
     return meta
 
 
@@ -369,6 +371,11 @@ class ModelPackage:
         return dict(self.meta.get("postprocessing", {}).get("not_below", {}))
 
     @property
+    def join_gaps_mm(self) -> dict[str, float]:
+        """{class: mm}: parts of the class this close count as one when the largest part is kept."""
+        return dict(self.meta.get("postprocessing", {}).get("join_gaps_mm", {}))
+
+    @property
     def test_time_zoom_shift(self) -> bool:
         """Whether segmenting averages over the image zoomed and shifted a little (inference/predictor.py)."""
         return bool(self.meta.get("postprocessing", {}).get("test_time_zoom_shift", False))
@@ -429,6 +436,8 @@ class ModelPackage:
             f"intensity {pre['intensity']['method']}" + (f" ({intensity})" if intensity else ""),
             f"  labels ({len(m['labels'])}): " + ", ".join(f"{d['value']} {d['name']}" for d in m["labels"])
             + ("; each label's largest connected part is kept" if self.largest_component else "")
+            + "".join(f" ({name}: parts less than {mm:g} mm apart count as one)"
+                      for name, mm in self.join_gaps_mm.items() if self.largest_component)
             + ("; averaged over zoomed and shifted copies" if self.test_time_zoom_shift else "")
             + "".join(f"; {name} ends where {' and '.join(limits)} end below" for name, limits in self.not_below.items()),
             f"  training data: {_one_line(json.dumps(m['provenance']['training_data']), 300)}",
