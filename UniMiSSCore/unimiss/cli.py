@@ -96,7 +96,7 @@ def _finetune(args) -> int:
         minutes=args.minutes, iterations_per_epoch=args.iterations, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, seed=args.seed, validation=args.validation,
         patience=args.patience, contrast_phases=not args.no_contrast_phases,
-        deformation=args.deformation, lesions=args.lesions, precision=args.precision,
+        deformation=args.deformation, precision=args.precision,
         device=args.device, workdir=Path(args.workdir) if args.workdir else None,
         resume=args.resume, command="unimiss " + " ".join(sys.argv[1:]))
     files = pairs_from_args(args.images or (), args.labels or (), args.data, args.csv)
@@ -411,9 +411,6 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--no-contrast-phases", action="store_true",
                     help="CT: do not simulate other contrast phases (by default half the patches see their aorta, "
                          "heart, kidneys, liver, spleen... as native, arterial or venous, when the labels name them)")
-    ft.add_argument("--lesions", action="store_true",
-                    help="CT: paint simulated lesions (metastases, cysts, enhancing nodules) inside the liver, spleen "
-                         "and kidneys of some patches, the labels unchanged")
     ft.add_argument("--deformation", type=float, default=0.0, metavar="SHARE",
                     help="smooth random deformations of the training patches for shape variety (organs larger or "
                          "smaller, outlines bent), up to SHARE of half a patch along each axis (e.g. 0.08); 0: none")

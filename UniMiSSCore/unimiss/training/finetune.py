@@ -24,7 +24,6 @@ from ..inference.preprocessing import INTENSITY_PRESETS
 from .cases import class_names_of, prepare_case, read_pair
 from .common import init_distributed, save_checkpoint_file
 from .contrast import ContrastPhases
-from .lesions import SimulatedLesions
 from .losses import DeepSupervisionLoss
 from .recipe import HEAD_WARMUP, Budget, learning_rate, plan_batch, plan_patch, plan_spacing
 from .sampling import PatchSampler, augment
@@ -55,7 +54,6 @@ class FinetuneSettings:
     validation: int | None = None         # how many of the cases to hold out (default: about a fifth, at least one)
     patience: int = 20                    # epochs without a better validation Dice before stopping
     contrast_phases: bool = True          # simulate native, arterial and venous phases (CT with named structures)
-    lesions: bool = False                 # simulate lesions inside the liver, spleen and kidneys (CT)
     deformation: float = 0.0              # smooth random deformations of the patches, up to this share of a half-patch
     precision: str = "auto"
     device: str = "auto"
@@ -183,9 +181,6 @@ def finetune(settings: FinetuneSettings, case_files, progress, monitor_files=())
     phases = ContrastPhases.for_training(class_names, preprocessing, dimension) if s.contrast_phases else None
     if rank == 0 and phases:
         progress.message("contrast phases simulated (native, arterial, venous) for " + ", ".join(phases.structures))
-    lesions = SimulatedLesions.for_training(class_names, preprocessing, dimension) if s.lesions else None
-    if rank == 0 and lesions:
-        progress.message("lesions simulated inside " + ", ".join(lesions.structures))
     loss_fn = DeepSupervisionLoss()
     # AdamW from scratch at 3e-3: the training loss fell as far in 300 steps as at 1e-3 in 500; 1e-2 diverged
     # (docs/benchmarks/finetune/intensity/).
@@ -204,8 +199,7 @@ def finetune(settings: FinetuneSettings, case_files, progress, monitor_files=())
                        "num_classes": num_classes, "in_channels": network.in_channels},
            "base": str(s.base) if s.base else None, "optimizer": s.optimizer, "lr": lr, "schedule": s.schedule,
            "iterations": s.iterations_per_epoch, "batch_size": batch_size, "seed": s.seed, "minutes": s.minutes,
-           "contrast_phases": phases.structures if phases else [], "deformation": s.deformation,
-           "lesions": lesions.structures if lesions else []}
+           "contrast_phases": phases.structures if phases else [], "deformation": s.deformation}
     if s.resume:
         state, best_state = _resume(checkpoint_path, run, network, optimizer)
         budget.start -= 60 * (state["history"][-1]["minutes"] if state["history"] else 0.0)
@@ -249,8 +243,6 @@ def finetune(settings: FinetuneSettings, case_files, progress, monitor_files=())
                 images, targets = sampler.sample(batch_size, rng)
                 if phases:
                     images, targets = phases(images, targets, generator)
-                if lesions:
-                    images, targets = lesions(images, targets, generator)
                 images, targets = augment(images, targets, generator, deformation=s.deformation)
                 images, targets = images.to(device), targets.to(device)
                 with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
