@@ -139,6 +139,7 @@ def test_bad_training_inputs(cases, tmp_path):
         "mixed": (["--images", image, png, "--labels", labels, png_label], "2D and 3D cases are mixed"),
         "unreadable": (["--images", text, "--labels", labels], "not a readable image"),
         "count": (["--images", image, "--labels", labels, empty], "2 labelmaps"),
+        "deformation": (["--images", image, "--labels", labels, "--deformation", "2"], "--deformation must be between"),
     }
     for name, (args, message) in bad.items():
         proc = run([*args, *FAST], home, tmp_path / name)
@@ -385,3 +386,33 @@ def test_contrast_phases_make_the_native_aorta_arterial_or_venous_and_leave_the_
         assert np.corrcoef(before.numpy(), after.numpy())[0, 1] > 0.8  # the same texture, shifted
         assert torch.equal(out[i, 0][~near], images[i, 0][~near])
     assert seen == {"native", "arterial", "venous"}, seen
+
+
+@pytest.mark.parametrize("dimension", [2, 3])
+def test_deformation_bends_image_and_labels_together(dimension):
+    """`--deformation`: the patch and its labels move as one (a label drawn from the image's own grey levels still
+    matches them afterwards), the shapes change, and without it the augmentation is what it was, draw for draw."""
+    from unimiss.training.sampling import augment
+
+    if dimension == 2:
+        array = read_image(DATA / "xray" / "nih-00000001_000.png").array[::4, ::4][:256, :256].astype(np.float32)
+    else:
+        array = read_image(DATA / "ct" / "ts-abdomen" / "image.nii.gz").array[40:72, :128, :128].astype(np.float32)
+    array = (array - array.mean()) / array.std()
+    mask = np.zeros(array.shape, bool)  # the bright structures of the central half, well inside the patch
+    centre = tuple(slice(n // 4, n - n // 4) for n in array.shape)
+    mask[centre] = array[centre] > 0.5
+    labels = torch.from_numpy(mask.astype(np.int64))[None].repeat(4, *[1] * dimension)
+    images = torch.from_numpy(4 * mask + 0.2 * array)[None, None].float().repeat(4, 1, *[1] * dimension)
+    plain = augment(images.clone(), labels.clone(), torch.Generator().manual_seed(5), p_spatial=1.0, p_cropped=0.0)
+    same = augment(images.clone(), labels.clone(), torch.Generator().manual_seed(5), p_spatial=1.0, p_cropped=0.0,
+                   deformation=0.0)
+    assert torch.equal(plain[0], same[0]) and torch.equal(plain[1], same[1])
+    bent = augment(images.clone(), labels.clone(), torch.Generator().manual_seed(5), p_spatial=1.0, p_cropped=0.0,
+                   deformation=0.1)
+    assert not torch.equal(bent[1], plain[1])  # the shapes moved beyond rotation and scaling
+    for image, label in zip(*bent):
+        # intensity augmentation keeps the order of grey levels: the labelled voxels are the brighter ones
+        threshold = torch.quantile(image.flatten().float(), 1 - float(label.float().mean()))
+        agreement = float(((image[0] > threshold) == (label > 0)).float().mean())
+        assert agreement > 0.99, agreement
