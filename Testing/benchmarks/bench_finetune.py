@@ -314,8 +314,13 @@ def report(args):
             lines.append(f"| {r['fold']} | {r['arm']} ({where}) | {r['minutes']:.1f} ({r['budget_minutes']}) | "
                          f"{r['iterations']} | " + " | ".join(cells) + f" | {mean(d, names):.3f} |")
     cpus = sorted({r["cpu"] for r in results})
-    loads = ", ".join(f"{r['arm']}/{r['fold']} {r['load_average']}" for r in results)
-    text = "\n".join(lines) + f"\n\nCPU: {'; '.join(cpus)}. Load average (start, end) per run: {loads}.\n"
+    if len(cpus) == 1:
+        runs = ", ".join(f"{r['arm']}/{r['fold']} {r['load_average']}" for r in results)
+        footer = f"CPU: {cpus[0]}. Load average (start, end) per run: {runs}."
+    else:  # runs from several machines: each names its own
+        footer = "CPU and load average (start, end) per run: " + "; ".join(
+            f"{r['arm']}/{r['fold']}: {r['cpu']}, {r['load_average']}" for r in results) + "."
+    text = "\n".join(lines) + f"\n\n{footer}\n"
     (out / "finetune_benchmark.md").write_text(text)
     print(text)
     folds = sorted({r["fold"] for r in results})
@@ -341,8 +346,9 @@ def report(args):
         ax.legend(fontsize=7)
     fig.suptitle("; ".join(cpus)[:220], fontsize=8)
     fig.tight_layout()
-    fig.savefig(args.plot)
-    print(f"wrote {out / 'finetune_benchmark.md'} and {args.plot}", file=sys.stderr)
+    plot = args.plot or out / "plot.png"
+    fig.savefig(plot)
+    print(f"wrote {out / 'finetune_benchmark.md'} and {plot}", file=sys.stderr)
 
 
 def main():
@@ -356,7 +362,8 @@ def main():
     parser.add_argument("--drr-count", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / "finetune"))
-    parser.add_argument("--plot", default=str(REPO / "docs" / "finetune-benchmark.png"))
+    parser.add_argument("--plot", help="the plot's file (default: plot.png in --out; the README's is "
+                        "docs/finetune-benchmark.png)")
     parser.add_argument("--base", default=BASE, help="base arm: the model to start from, a name or a package folder "
                         "(for an honest fold, one trained without the held-out patient)")
     parser.add_argument("--spacing", type=float, nargs="+", help="unimiss arms: working spacing (default: planned)")
