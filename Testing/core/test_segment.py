@@ -131,7 +131,9 @@ def test_interrupt_leaves_no_output(model_home, tmp_path):
     env = {**os.environ, "UNIMISS_HOME": str(model_home)}
     proc = subprocess.Popen([sys.executable, "-m", "unimiss", "segment", str(CT), "-o", str(out), "--model", "test-ct",
                              "--progress", "jsonl", "--overlap", "0.9", "--tta"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # as from a terminal, even where the tests run in the background (SIGINT ignored there)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stdout:
         if '"stage": "inference"' in line:
             proc.send_signal(signal.SIGINT)
