@@ -17,15 +17,7 @@ merge_json() {  # one JSON object holding the entries of every file given
   python -c "import json, sys; print(json.dumps({k: v for f in sys.argv[1:] for k, v in json.load(open(f)).items()}, indent=1))" "$@"
 }
 as_shipped() {  # as_shipped MODEL COPY POSTPROCESSING_JSON: a copy of a trained model that segments as a shipped one
-  python - "$UNIMISS_HOME/models/$1-1.0.0" "$2" "$3" <<'PY'
-import json, shutil, sys
-source, name, postprocessing = sys.argv[1:]
-copy = source.rsplit("/", 1)[0] + f"/{name}-1.0.0"
-shutil.copytree(source, copy, dirs_exist_ok=True)
-meta = json.load(open(f"{copy}/model.json"))
-meta["name"], meta["postprocessing"] = name, json.loads(postprocessing)
-json.dump(meta, open(f"{copy}/model.json", "w"), indent=1)
-PY
+  python scripts/as_shipped.py "$UNIMISS_HOME/models" "$@"
 }
 
 # Labelled CTs, each in three contrast phases; RICORD-1B lungs by threshold, its heart, aorta and upper abdomen

@@ -15,18 +15,12 @@ python scripts/ricord_atlas_labels.py "$WORK/data"
 OMP_NUM_THREADS=1 unimiss finetune --csv "$WORK/data/chest.csv" --validation 0 --name ct-organs-chest --minutes 50 \
   --config compact --spacing 2.5 2.5 2.5 --patch-size 32 128 128 --seed 0 --patience 1000 --progress jsonl \
   --workdir "$WORK/chest-work" > "$WORK/chest.jsonl"
-python - "$UNIMISS_HOME/models" <<'PY'
-import json, shutil, sys
-models = sys.argv[1]
-copy = f"{models}/ct-organs-chest-shipped-1.0.0"
-shutil.copytree(f"{models}/ct-organs-chest-1.0.0", copy, dirs_exist_ok=True)
-meta = json.load(open(f"{copy}/model.json"))
-meta["name"], meta["postprocessing"] = "ct-organs-chest-shipped", {"largest_component": True, "join_gaps_mm": {"aorta": 20}}
-json.dump(meta, open(f"{copy}/model.json", "w"), indent=1)
-PY
+python scripts/as_shipped.py "$UNIMISS_HOME/models" ct-organs-chest ct-organs-chest-shipped \
+  '{"largest_component": true, "join_gaps_mm": {"aorta": 20}}'
 for fold in ts-dicom ts-abdomen; do
   OMP_NUM_THREADS=1 python Testing/benchmarks/bench_finetune.py run --arms base --folds $fold --minutes 15 --threads 1 \
     --base "$UNIMISS_HOME/models/ct-organs-chest-shipped-1.0.0" --tag chest-base --out $OUT --work "$WORK/b-$fold" \
     > "$WORK/b-$fold.log" 2>&1 &
 done
 wait
+python Testing/benchmarks/bench_finetune.py report --out $OUT  # once both folds are in
