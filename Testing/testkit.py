@@ -92,6 +92,23 @@ def run_unimiss(args, env=None, torchrun=False, timeout=600):
                           text=True, timeout=timeout)
 
 
+def run_unimiss_side_by_side(calls, env=None, timeout=600):
+    """Several `python -m unimiss ARGS` that only check their input and refuse it, as many at a time as there are
+    cores (each process spends its seconds importing, one thread each); their CompletedProcess, in order."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    results = [None] * len(calls)
+    pending = list(enumerate(calls))
+    while pending:
+        batch, pending = pending[:os.cpu_count() or 1], pending[os.cpu_count() or 1:]
+        started = [(i, args, subprocess.Popen([sys.executable, "-m", "unimiss", *map(str, args)], env=environment,
+                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+                   for i, args in batch]
+        for i, args, proc in started:
+            stdout, stderr = proc.communicate(timeout=timeout)
+            results[i] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return results
+
+
 PLUS_RADIOGRAPHS = [DATA / "xray" / "nih-00000001_000.png", DATA / "xray" / "tbx11k-h0001.png"]
 PLUS_CT = DATA / "ct" / "ts-abdomen" / "image.nii.gz"
 

@@ -32,6 +32,24 @@ def pieces(labels: sitk.Image, value: int) -> int:
     return counter.GetObjectCount()
 
 
+@pytest.fixture(scope="module")
+def sample_segmented(tmp_path_factory):
+    """The newcomer's command, `unimiss segment --sample SAMPLE -o FOLDER` with the built-in models only, run once
+    per sample for every test of this file that looks at its result: (the process, the result's path)."""
+    done = {}
+
+    def segmented(sample):
+        if sample not in done:
+            folder = tmp_path_factory.mktemp(f"sample-{sample}")
+            env = {**os.environ, "UNIMISS_HOME": str(folder / "empty-home")}  # built-ins only
+            proc = subprocess.run([sys.executable, "-m", "unimiss", "segment", "--sample", sample, "-o", str(folder)],
+                                  capture_output=True, text=True, env=env, timeout=600)
+            assert proc.returncode == 0, proc.stderr
+            done[sample] = proc, folder / f"{SAMPLES[sample].split('.')[0]}.seg.nrrd"
+        return done[sample]
+    return segmented
+
+
 @pytest.mark.parametrize("dimension", [3, 2])
 def test_each_dimension_has_a_small_documented_default_model(dimension):
     package = default_model(dimension)
@@ -49,13 +67,8 @@ def test_each_dimension_has_a_small_documented_default_model(dimension):
 
 
 @pytest.mark.parametrize("sample, dimension", [("ct", 3), ("xray", 2)])
-def test_sample_command_segments_with_the_default_model(tmp_path, sample, dimension):
-    env = {**os.environ, "UNIMISS_HOME": str(tmp_path / "empty-home")}  # built-ins only
-    proc = subprocess.run([sys.executable, "-m", "unimiss", "segment", "--sample", sample, "-o", str(tmp_path)],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    stem = SAMPLES[sample].split(".")[0]
-    result = tmp_path / f"{stem}.seg.nrrd"
+def test_sample_command_segments_with_the_default_model(sample_segmented, sample, dimension):
+    _, result = sample_segmented(sample)
     assert [s["name"] for s in segments(result)] == EXPECTED[dimension]
     source = sitk.ReadImage(str(SAMPLE_DIR / SAMPLES[sample]))
     labels = sitk.ReadImage(str(result))
@@ -67,51 +80,44 @@ def test_sample_command_segments_with_the_default_model(tmp_path, sample, dimens
     # Each organ is one piece: the built-in models keep each label's largest connected part.
     assert default_model(dimension).largest_component
     assert all(pieces(labels, s["labelValue"]) <= 1 for s in segments(result))
-    preview = sitk.ReadImage(str(tmp_path / f"{stem}-preview.png"))
+    preview = sitk.ReadImage(str(result.parent / f"{SAMPLES[sample].split('.')[0]}-preview.png"))
     assert preview.GetNumberOfComponentsPerPixel() == 3 and min(preview.GetSize()) >= 200
 
 
-def test_all_components_keeps_the_pieces_the_default_drops(tmp_path):
+def test_all_components_keeps_the_pieces_the_default_drops(sample_segmented, tmp_path):
     env = {**os.environ, "UNIMISS_HOME": str(tmp_path / "empty-home")}
-    results = {}
-    for option in ("default", "--all-components"):
-        proc = subprocess.run([sys.executable, "-m", "unimiss", "segment", "--sample", "ct", "-o",
-                               str(tmp_path / option), "--progress", "none"] + ([option] if option != "default" else []),
-                              capture_output=True, text=True, env=env, timeout=600)
-        assert proc.returncode == 0, proc.stderr
-        results[option] = sitk.ReadImage(str(tmp_path / option / "ct-abdomen.seg.nrrd"))
+    proc = subprocess.run([sys.executable, "-m", "unimiss", "segment", "--sample", "ct", "-o", str(tmp_path),
+                           "--progress", "none", "--all-components"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    results = {"default": sitk.ReadImage(str(sample_segmented("ct")[1])),
+               "--all-components": sitk.ReadImage(str(tmp_path / "ct-abdomen.seg.nrrd"))}
     default, every = (sitk.GetArrayFromImage(results[o]) for o in ("default", "--all-components"))
     assert np.all((default == 0) | (default == every))  # the largest parts, untouched
-    values = [s["labelValue"] for s in segments(tmp_path / "default" / "ct-abdomen.seg.nrrd")]
+    values = [s["labelValue"] for s in segments(sample_segmented("ct")[1])]
     assert sum(pieces(results["--all-components"], v) for v in values) > sum(pieces(results["default"], v)
                                                                              for v in values)
 
 
-def test_tta_does_not_mirror_a_model_that_never_saw_mirrored_images(tmp_path):
+def test_tta_does_not_mirror_a_model_that_never_saw_mirrored_images(sample_segmented, tmp_path):
     """The built-in CT model learnt without mirroring (left and right are different labels): mirrored passes
     lowered its spleen 0.89 -> 0.42 and aorta 0.80 -> 0.00 on the abdomen. --tta says so and leaves them out."""
     env = {**os.environ, "UNIMISS_HOME": str(tmp_path / "empty-home")}
-    arrays = {}
-    for option in ("plain", "--tta"):
-        out = tmp_path / f"{option}.seg.nrrd"
-        proc = subprocess.run([sys.executable, "-m", "unimiss", "segment", "--sample", "ct", "-o", str(out),
-                               "--progress", "lines"] + ([option] if option != "plain" else []),
-                              capture_output=True, text=True, env=env, timeout=600)
-        assert proc.returncode == 0, proc.stderr
-        arrays[option] = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
+    out = tmp_path / "tta.seg.nrrd"
+    tta = subprocess.run([sys.executable, "-m", "unimiss", "segment", "--sample", "ct", "-o", str(out), "--progress",
+                          "lines", "--tta"], capture_output=True, text=True, env=env, timeout=600)
+    assert tta.returncode == 0, tta.stderr
+    plain, plain_result = sample_segmented("ct")
+    for proc, option in ((plain, "plain"), (tta, "--tta")):
         said = "learnt from unmirrored images only" in proc.stdout + proc.stderr
         assert said == (option == "--tta"), proc.stdout
-    assert np.array_equal(arrays["plain"], arrays["--tta"])
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(plain_result))),
+                          sitk.GetArrayFromImage(sitk.ReadImage(str(out))))
 
 
-def test_the_ct_model_finds_both_kidneys_each_on_its_own_side(tmp_path):
+def test_the_ct_model_finds_both_kidneys_each_on_its_own_side(sample_segmented):
     """The sample abdomen holds both kidneys: each is labelled, and kidney_left lies on the patient's left
     (LPS x grows to the left)."""
-    out = tmp_path / "abdomen.seg.nrrd"
-    env = {**os.environ, "UNIMISS_HOME": str(tmp_path / "empty-home")}
-    proc = subprocess.run([sys.executable, "-m", "unimiss", "segment", str(SAMPLE_DIR / SAMPLES["ct"]), "-o", str(out),
-                           "--progress", "none"], capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+    out = sample_segmented("ct")[1]
     segmentation = slicerio.read_segmentation(str(out))
     value = {s["name"]: s["labelValue"] for s in segmentation["segments"]}
     labels = sitk.ReadImage(str(out))
@@ -125,14 +131,10 @@ def test_the_ct_model_finds_both_kidneys_each_on_its_own_side(tmp_path):
     assert x["kidney_left"] > x["kidney_right"] + 50  # mm apart, left of right
 
 
-def test_the_radiograph_model_ends_the_heart_where_the_lung_fields_end(tmp_path):
+def test_the_radiograph_model_ends_the_heart_where_the_lung_fields_end(sample_segmented):
     """On a frontal radiograph the heart ends above the lowest point of the lung fields (the costophrenic
     angles); the model's raw heart may reach into the upper abdomen, and the package's rule cuts it there."""
-    out = tmp_path / "chest.seg.nrrd"
-    env = {**os.environ, "UNIMISS_HOME": str(tmp_path / "empty-home")}
-    proc = subprocess.run([sys.executable, "-m", "unimiss", "segment", "--sample", "xray", "-o", str(out),
-                           "--progress", "none"], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    out = sample_segmented("xray")[1]
     value = {s["name"]: s["labelValue"] for s in segments(out)}
     array = sitk.GetArrayFromImage(sitk.ReadImage(str(out))).squeeze()
     lowest = lambda mask: np.flatnonzero(mask.any(axis=1)).max()  # noqa: E731

@@ -14,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
-from testkit import DATA
+from testkit import DATA, run_unimiss_side_by_side
 
 CT = DATA / "ct" / "lidc-idri-0001" / "image.nii.gz"
 DICOM = DATA / "ct" / "ts-dicom" / "dicom"
@@ -115,9 +115,11 @@ def test_bad_inputs_give_one_line_errors_and_no_output(model_home, tmp_path):
         "hostile model": ([CT], evil, "not a model package"),
         "dimension": ([CT], "test-cxr", "segments 2D images"),
     }
-    for name, (inputs, model, message) in cases.items():
-        out = tmp_path / f"{name.replace(' ', '-')}.seg.nrrd"
-        proc = run(["segment", *inputs, "-o", out, "--model", model], model_home)
+    outputs = {name: tmp_path / f"{name.replace(' ', '-')}.seg.nrrd" for name in cases}
+    refused = run_unimiss_side_by_side([["segment", *inputs, "-o", outputs[name], "--model", model]
+                                        for name, (inputs, model, _) in cases.items()], {"UNIMISS_HOME": str(model_home)})
+    for (name, (inputs, model, message)), proc in zip(cases.items(), refused):
+        out = outputs[name]
         assert proc.returncode != 0, name
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (name, proc.stderr)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceCELoss
 
 from ..evaluation import dice_score
 
@@ -16,6 +15,8 @@ class DeepSupervisionLoss(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
+        from monai.losses import DiceCELoss  # importing MONAI takes seconds: not before the inputs are checked
+
         self.dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
 
     def forward(self, outputs, target: torch.Tensor) -> torch.Tensor:
