@@ -98,7 +98,7 @@ class Recorder:
 
 
 def run_unimiss(arm, train, held_out, minutes, work: Path, dims: int, spacing=None, patch=None, base=BASE,
-                contrast_phases=True, intensity=None, lr=None):
+                contrast_phases=True, intensity=None, lr=None, seed=0):
     """One `unimiss finetune` run through its Python API; the held-out cases are monitored."""
     from unimiss.training import CaseFiles, FinetuneSettings, finetune
 
@@ -107,7 +107,7 @@ def run_unimiss(arm, train, held_out, minutes, work: Path, dims: int, spacing=No
                                 iterations_per_epoch=25 if dims == 3 else 50, validation=0,
                                 intensity=intensity, workdir=work / f"w-{arm}",
                                 patience=10_000, command=f"bench_finetune.py {arm}", spacing=spacing,
-                                patch_size=patch, contrast_phases=contrast_phases, lr=lr)
+                                patch_size=patch, contrast_phases=contrast_phases, lr=lr, seed=seed)
     recorder = Recorder()
     package = finetune(settings, [CaseFiles(*c) for c in train], recorder,
                        monitor_files=[CaseFiles(*c) for c in held_out])
@@ -269,11 +269,11 @@ def run(args):
             result = (run_monai(train, held_out, minutes, work / f"{arm}-{fold}", dims) if arm.startswith("monai")
                       else run_unimiss(arm, train, held_out, minutes, work / f"{arm}-{fold}", dims,
                                        args.spacing, args.patch_size, args.base, not args.no_contrast_phases,
-                                       args.intensity, args.lr))
+                                       args.intensity, args.lr, args.seed))
             if arm == "base":
                 result["base_dice"] = base_dice(held_out, work, args.base)
                 result["base"] = str(args.base)
-            result.update(arm=arm, fold=fold, budget_minutes=minutes, cpu=cpu,
+            result.update(arm=arm, fold=fold, budget_minutes=minutes, cpu=cpu, seed=args.seed,
                           load_average=[round(load, 1), round(os.getloadavg()[0], 1)],
                           train=[Path(t[0]).stem for t in train][:4] + (["..."] if len(train) > 4 else []))
             if args.tag:
@@ -372,6 +372,8 @@ def main():
                         help="unimiss arms: without simulated contrast phases (as before they were part of the recipe)")
     parser.add_argument("--intensity", help="unimiss arms from scratch: intensity preset (default: unimiss's for the data)")
     parser.add_argument("--lr", type=float, help="unimiss arms: peak learning rate (default: the recipe's)")
+    parser.add_argument("--seed", type=int, default=0, help="unimiss arms: seed of sampling, augmentation and "
+                        "initialisation (a run's spread between seeds: tag each seed's runs apart)")
     parser.add_argument("--tag", help="appended to the arm's name in the results (a variant of the recipe)")
     parser.add_argument("--work", help="work folder (default: a new temporary folder)")
     args = parser.parse_args()
