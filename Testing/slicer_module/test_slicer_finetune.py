@@ -38,7 +38,7 @@ def scene_pairs():
 def test_finetuning_on_scene_pairs_registers_a_model_in_the_list(own_home, scene):
     from UniMiSSSlicerLib import UniMiSSSlicerLogic
 
-    logic = UniMiSSSlicerLogic(environment={"OMP_NUM_THREADS": "1"})
+    logic = UniMiSSSlicerLogic(environment={"OMP_NUM_THREADS": "2"})
     pairs = scene_pairs()
     assert logic.trainingPairs() == pairs
     metrics = []
@@ -64,7 +64,7 @@ def test_finetuning_on_scene_pairs_registers_a_model_in_the_list(own_home, scene
 def test_a_2d_model_from_scratch_on_radiographs(own_home, scene):
     from UniMiSSSlicerLib import UniMiSSSlicerLogic
 
-    logic = UniMiSSSlicerLogic(environment={"OMP_NUM_THREADS": "1"})
+    logic = UniMiSSSlicerLogic(environment={"OMP_NUM_THREADS": "2"})
     pairs = []
     for i, name in enumerate(("nih-00000001_000.png", "tbx11k-h0001.png")):
         volume = load_radiograph(f"cxr{i}", DATA / "xray" / name)
@@ -138,7 +138,7 @@ def test_cancelled_finetuning_leaves_no_chart_and_no_model(own_home, scene):
 def test_a_unimissplus_pretraining_checkpoint_starts_a_mitplus_model_that_segments(own_home, scene, plus_checkpoint):
     from UniMiSSSlicerLib import UniMiSSSlicerLogic
 
-    logic = UniMiSSSlicerLogic(environment={"OMP_NUM_THREADS": "1"})
+    logic = UniMiSSSlicerLogic(environment={"OMP_NUM_THREADS": "2"})
     pairs = scene_pairs()
     outcome = logic.finetune(pairs, "plus-organs", base=str(plus_checkpoint), patchSize=(32, 64, 64),
                              spacing=(4, 4, 4), **TINY).wait(timeout=300)
