@@ -16,7 +16,7 @@ def test_plus_pretraining_losses_fall_and_the_official_layout_starts_fine_tuning
     out = tmp_path / "pt"
     torch.manual_seed(0)
     pretrain(PretrainSettings(plus=True, images2d=XRAYS, images3d=[CT], view_size_2d=(32, 32),
-                              view_size_3d=(16, 32, 32), spacing=4, epochs=8, interval=1, batch_size=1,
+                              view_size_3d=(16, 32, 32), spacing=4, epochs=12, interval=1, batch_size=1,
                               samples_per_epoch=2, out_dim=64, lr=1e-3, output=out), Progress("none"))
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert set(log[0]) >= {"loss_distill", "loss_recon"} and "loss_drr2ct" not in log[0]
@@ -29,7 +29,7 @@ def test_plus_pretraining_losses_fall_and_the_official_layout_starts_fine_tuning
             assert all(0 < v < 100 for v in values) and sum(values[-2:]) / 2 < values[0], (kind, part, values)
     ckpt, skipped = load_plus_checkpoint(out / "checkpoint.pth")
     assert skipped == [] and set(ckpt) == {"student", "teacher", "optimizer", "epoch", "args", "dino_loss"}
-    assert ckpt["epoch"] == 8 and ckpt["args"].arch == "MiTplus" and ckpt["dino_loss"]["center"].shape == (1, 64)
+    assert ckpt["epoch"] == 12 and ckpt["args"].arch == "MiTplus" and ckpt["dino_loss"]["center"].shape == (1, 64)
     assert "module.backbone.transformer.ConvBlock3D0.0.conv.weight" in ckpt["student"]
     assert "backbone.DecPosEmbed2D3" in ckpt["teacher"] and "head.last_layer.weight_v" in ckpt["teacher"]
     backbone = from_official_plus_pretrain(out / "checkpoint.pth", which="student")
@@ -42,12 +42,12 @@ def test_plus_pretraining_losses_fall_and_the_official_layout_starts_fine_tuning
                        ckpt["student"]["module.backbone.transformer.block2.0.mlp.fc1.weight"])
     # It resumes (one more epoch), and refuses to resume as a UniMiSS (MiT) run.
     refused = run_unimiss(["pretrain", "--images2d", DATA / "xray" / "nih-00000001_000.png", "--output", out,
-                           "--resume", "--epochs", "9", "--view-size-2d", "32", "32", "--progress", "none"])
+                           "--resume", "--epochs", "13", "--view-size-2d", "32", "32", "--progress", "none"])
     assert refused.returncode != 0 and "plus True in the checkpoint, False now" in refused.stderr
-    proc = pretrain_plus(out, 9, "--resume", "--samples-per-epoch", "2", "--lr", "1e-3")
+    proc = pretrain_plus(out, 13, "--resume", "--samples-per-epoch", "2", "--lr", "1e-3")
     assert proc.returncode == 0, proc.stderr
-    assert [m["epoch"] for m in events(proc, "metric")] == [9]
-    assert load_plus_checkpoint(out / "checkpoint.pth")[0]["epoch"] == 9
+    assert [m["epoch"] for m in events(proc, "metric")] == [13]
+    assert load_plus_checkpoint(out / "checkpoint.pth")[0]["epoch"] == 13
 
 
 def test_plus_pretraining_runs_in_two_processes(tmp_path):
