@@ -351,9 +351,8 @@ def test_the_default_ct_window_sets_organs_apart_and_keeps_air_fat_and_bone_dist
 
 
 def test_contrast_phases_make_the_native_aorta_arterial_or_venous_and_leave_the_rest():
-    """On the real native CT (ts-abdomen, aorta about 41 HU), the simulated phases put the aorta's median anywhere
-    from native to a full arterial bolus, keep its texture, and leave what takes up no contrast (fat, muscle, bone,
-    air) as it was."""
+    """On the real native CT (ts-abdomen, aorta about 41 HU), the simulated phases put the aorta's median in each
+    phase's range, keep its texture, and leave what takes up no contrast (fat, muscle, bone, air) as it was."""
     from unimiss.inference.preprocessing import normalise
     from unimiss.training.contrast import TARGETS, ContrastPhases
 
@@ -376,17 +375,15 @@ def test_contrast_phases_make_the_native_aorta_arterial_or_venous_and_leave_the_
     aorta = targets[0] == 5
     before = images[0, 0][aorta] * 1000
     near = torch.nn.functional.max_pool3d(((targets[0] > 0) & (targets[0] != 6)).float()[None, None], 5, 1, 2)[0, 0] > 0
-    medians = []
+    seen = set()
     for i in range(len(out)):
         after = out[i, 0][aorta] * 1000
-        medians.append(float(after.median()))
+        median = float(after.median())
+        phase = next(p for p, t in TARGETS.items() if t["aorta"][0] - 15 <= median <= t["aorta"][1] + 15)
+        seen.add(phase)
         assert np.corrcoef(before.numpy(), after.numpy())[0, 1] > 0.8  # the same texture, shifted
         assert torch.equal(out[i, 0][~near], images[i, 0][~near])
-    native, venous, arterial = (TARGETS[p]["aorta"] for p in ("native", "venous", "arterial"))
-    assert all(native[0] - 15 <= m <= arterial[1] + 15 for m in medians), medians
-    # Native, a full arterial bolus, and what lies between the phases' ranges (a late or weak bolus) all occur.
-    assert any(m <= native[1] + 15 for m in medians) and any(m >= arterial[0] for m in medians), medians
-    assert any(native[1] + 15 < m < venous[0] for m in medians), medians
+    assert seen == {"native", "arterial", "venous"}, seen
 
 
 @pytest.mark.parametrize("dimension", [2, 3])

@@ -3,13 +3,10 @@
 Clinical CTs come in any of the three phases, and a user's few labelled cases are often all one of them (a
 model that learnt a bright aorta misses a native one). Every structure that takes up contrast (blood pool,
 kidneys, parenchyma) is shifted so that its median HU lands on a random value in the range routine protocols
-give for a random phase, keeping its texture; in the arterial and venous phases only part of the way there from a
-native value, by a random share that all structures of the patch have in common (a weak or late bolus, a low
-dose: real scans fall between the phases' ranges, as the kit's portal-venous spleen at 80 HU does). The heart's
-wall (its mask's outer 4 mm) moves half as far as its chambers; in the arterial phase a kidney's medulla moves a
-third as far as its cortex. The shift spreads one voxel beyond each structure, as partial volume does, so that
-the new edges are not sharper than a real scan's. Classes are matched by their TotalSegmentator names; a label
-set without any of them is left as it is.
+give for a random phase, keeping its texture. The heart's wall (its mask's outer 4 mm) moves half as far as its
+chambers; in the arterial phase a kidney's medulla moves a third as far as its cortex. The shift spreads one
+voxel beyond each structure, as partial volume does, so that the new edges are not sharper than a real scan's.
+Classes are matched by their TotalSegmentator names; a label set without any of them is left as it is.
 """
 from __future__ import annotations
 
@@ -52,7 +49,6 @@ class ContrastPhases:
         index = {name: i + 1 for i, name in enumerate(class_names)}
         self.targets = {phase: [(index[n], name_range, n) for n, name_range in table.items() if n in index]
                         for phase, table in TARGETS.items()}
-        self.native = {n: name_range for _, name_range, n in self.targets["native"]}
         self.structures = sorted({n for entries in self.targets.values() for _, _, n in entries})
 
     @classmethod
@@ -75,17 +71,11 @@ class ContrastPhases:
             sparse_label, sparse_image = label[::2, ::2, ::2], images[i, 0, ::2, ::2, ::2]
             counts = torch.bincount(sparse_label.flatten(), minlength=int(label.max()) + 1)
             delta = torch.zeros(len(counts))
-            # How far this scan's bolus got: a dose or a timing between no contrast and the phase's peak.
-            level = 1.0 if phase == "native" else rand()
-            for value, (low, high), name in self.targets[phase]:
+            for value, (low, high), _ in self.targets[phase]:
                 if value >= len(counts) or counts[value] * 8 < MIN_VOXELS:
                     continue
                 hu = sparse_image[sparse_label == value] * self.scale + self.offset
-                target = low + (high - low) * rand()
-                if name in self.native:
-                    base = self.native[name][0] + (self.native[name][1] - self.native[name][0]) * rand()
-                    target = base + level * (target - base)
-                delta[value] = (target - float(hu.median())) / self.scale
+                delta[value] = (low + (high - low) * rand() - float(hu.median())) / self.scale
             if not delta.any():
                 continue
             shift = delta[label]
