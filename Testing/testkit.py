@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -93,20 +94,11 @@ def run_unimiss(args, env=None, torchrun=False, timeout=600):
 
 
 def run_unimiss_side_by_side(calls, env=None, timeout=600):
-    """Several `python -m unimiss ARGS` that only check their input and refuse it, as many at a time as there are
-    cores (each process spends its seconds importing, one thread each); their CompletedProcess, in order."""
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    results = [None] * len(calls)
-    pending = list(enumerate(calls))
-    while pending:
-        batch, pending = pending[:os.cpu_count() or 1], pending[os.cpu_count() or 1:]
-        started = [(i, args, subprocess.Popen([sys.executable, "-m", "unimiss", *map(str, args)], env=environment,
-                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-                   for i, args in batch]
-        for i, args, proc in started:
-            stdout, stderr = proc.communicate(timeout=timeout)
-            results[i] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    return results
+    """Several `run_unimiss` that only check their input and refuse it, as many at a time as there are cores (each
+    process spends its seconds importing, one thread each); their CompletedProcess, in order."""
+    environment = {"OMP_NUM_THREADS": "1", **(env or {})}
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        return list(pool.map(lambda args: run_unimiss(args, environment, timeout=timeout), calls))
 
 
 PLUS_RADIOGRAPHS = [DATA / "xray" / "nih-00000001_000.png", DATA / "xray" / "tbx11k-h0001.png"]
