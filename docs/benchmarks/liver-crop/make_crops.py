@@ -4,8 +4,8 @@ plus a margin, image and labels alike (the grid's origin moves, spacing and dire
     python make_crops.py OUT_DIR [--margins 10 30 ...]
 
 Writes OUT_DIR/<case>-<kind>-<margin>mm/{image,labels}.nii.gz, labels.json and case.csv, and prints the
-`--set` arguments of scripts/evaluate_builtin.py for them; kind is
-'box' (cut along every axis) or 'slab' (only the slices holding the liver, whole cross-sections).
+`--set` arguments of scripts/evaluate_builtin.py for them; kind is 'box' (cut along every axis) or 'slab' (only
+the slices holding the liver, whole cross-sections).
 """
 from __future__ import annotations
 
@@ -44,14 +44,13 @@ def main():
         spacing = labels.GetSpacing()[::-1]
         for margin in args.margins:
             for kind in ("box", "slab"):
-                low, high = [], []
+                bounds = []  # (first, last + 1) per axis z, y, x
                 for axis, idx in enumerate((z, y, x)):
-                    if kind == "slab" and axis > 0:
-                        low.append(0), high.append(array.shape[axis])
-                        continue
                     pad = int(round(margin / spacing[axis]))
-                    low.append(max(int(idx.min()) - pad, 0)), high.append(min(int(idx.max()) + pad + 1, array.shape[axis]))
-                index, size = low[::-1], [h - l for l, h in zip(low, high)][::-1]
+                    whole = kind == "slab" and axis > 0
+                    bounds.append((0, array.shape[axis]) if whole else
+                                  (max(int(idx.min()) - pad, 0), min(int(idx.max()) + pad + 1, array.shape[axis])))
+                index, size = [lo for lo, _ in bounds][::-1], [hi - lo for lo, hi in bounds][::-1]
                 folder = args.out / f"{case}-{kind}-{int(margin)}mm"
                 folder.mkdir(parents=True, exist_ok=True)
                 sitk.WriteImage(sitk.RegionOfInterest(image, size, index), str(folder / "image.nii.gz"))
