@@ -14,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
-from testkit import DATA, run_unimiss_side_by_side
+from testkit import DATA, run_unimiss, run_unimiss_side_by_side
 
 CT = DATA / "ct" / "lidc-idri-0001" / "image.nii.gz"
 DICOM = DATA / "ct" / "ts-dicom" / "dicom"
@@ -22,10 +22,8 @@ PNG = DATA / "xray" / "nih-00000001_000.png"
 CR = DATA / "xray" / "siim-chest-cr.dcm"
 
 
-def run(args, home, timeout=300, **kwargs):
-    env = {**os.environ, "UNIMISS_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "unimiss", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=timeout, **kwargs)
+def run(args, home):
+    return run_unimiss(args, {"UNIMISS_HOME": str(home)})
 
 
 def geometry(path):
