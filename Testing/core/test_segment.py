@@ -23,7 +23,7 @@ CR = DATA / "xray" / "siim-chest-cr.dcm"
 
 
 def run(args, home):
-    return run_unimiss(args, {"UNIMISS_HOME": str(home)})
+    return run_unimiss(args, {"UNIMISS_HOME": str(home)}, timeout=300)
 
 
 def geometry(path):
