@@ -2,11 +2,10 @@
 # Rebuilds the two built-in models from ../shared/data on a 2-core CPU (about four hours).
 #   pip install "./UniMiSSCore[scripts]" && bash scripts/train_builtin_models.sh [WORK_DIR]
 # Everything runs through the project's own commands (unimiss finetune, drr, segment, evaluate).
-# The shipped CT run (one thread) runs beside the radiograph runs (one thread); the CT model 1.2.0 (soft-tissue window, AdamW
-# at 3e-3) trained beside a twin run through another window; the held-out CT run for the report follows, on one thread.
-# CT 1.4.0 is 105 minutes from scratch on every case with RICORD-1B added (step 4b), beside the run that scores that
-# recipe on LIDC-IDRI-0001 without it; the aorta's parts less than 20 mm apart count as one. The radiograph model 1.3.0 (step 3c: a second patient's DRRs, then self-training) runs
-# beside steps 4 and 4b.
+# The radiograph runs come first (one thread); the held-out CT run of the 1.2.0 recipe (50 minutes without ts-abdomen,
+# step 4) follows. CT 1.4.0 is 105 minutes from scratch on every case with RICORD-1B added (step 4b), beside the run
+# that scores that recipe on LIDC-IDRI-0001 without it; the aorta's parts less than 20 mm apart count as one. The
+# radiograph model 1.3.0 (step 3c: a second patient's DRRs, then self-training) runs beside steps 4 and 4b.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-/tmp/unimiss-builtin}
