@@ -3,12 +3,13 @@
 # each unimiss run beside its MONAI peer, one thread each, so both cores are busy and each arm shares the
 # machine as its peer does; then the base arm alone on one thread.
 #   bash Testing/benchmarks/run_finetune_benchmark.sh [WORK_DIR] [HELD_OUT_BASE_MODEL]
-# HELD_OUT_BASE_MODEL: the built-in recipe trained without ts-abdomen (`ct-organs-heldout`, step 4 of
+# HELD_OUT_BASE_MODEL: the built-in recipe trained without ts-abdomen (`ct-organs-nots-abdomen`, step 4 of
 # scripts/train_builtin_models.sh), so that the base arm starts from a model that never saw the held-out patient.
+# (Run 4 started from `ct-organs-heldout`, the 50-minute run of the recipe of the time that step 4 trained then.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WORK=${1:-/tmp/unimiss-bench-finetune}
-BASE=${2:-/tmp/unimiss-builtin/home/models/ct-organs-heldout-1.0.0}  # train_builtin_models.sh's default WORK
+BASE=${2:-/tmp/unimiss-builtin/home/models/ct-organs-nots-abdomen-1.0.0}  # train_builtin_models.sh's default WORK
 OUT=docs/benchmarks/finetune/run4
 B="python Testing/benchmarks/bench_finetune.py run --threads 1 --out $OUT --plot docs/finetune-benchmark.png"
 export OMP_NUM_THREADS=1
