@@ -22,11 +22,11 @@ SHARED = Path(os.environ.get("UNIMISS_TEST_DATA") or REPO.parent / "shared").exp
 DATA = SHARED / "data"
 REFERENCE = Path(__file__).resolve().parent / "reference" / "official-unimiss"
 REFERENCE_PLUS = REFERENCE.parent / "official-unimissplus"
-# What the tests read from the kit; a kit missing any of these is reported before collection.
-# Threads for each process a test starts: the cores shared among pytest-xdist's workers (Testing/pytest.ini runs
-# two), and two at most, as CI's two cores give one process running alone.
+# Threads for each process a test starts (and each pytest-xdist worker's torch): the cores divided among the
+# workers (Testing/pytest.ini runs two), two at most, as the tests always asked for.
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 THREADS = str(max(1, min(2, (os.cpu_count() or 1) // WORKERS)))
+# What the tests read from the kit; a kit missing any of these is reported before collection.
 KIT_FILES = (*(f"ct/{case}/{name}" for case in ("lidc-idri-0001", "ts-abdomen")
                 for name in ("image.nii.gz", "labels.nii.gz", "labels.json")),
              "ct/ts-dicom/dicom", "ct/ts-dicom/labels.nii.gz", "ct/ts-dicom/labels.json", "ct/ricord-1b/image.nii.gz",
