@@ -11,9 +11,7 @@ WORK=$1; MINUTES=$2
 export UNIMISS_HOME="$WORK/home"
 CT_ARGS="--config compact --spacing 2.5 2.5 2.5 --patch-size 32 128 128 --seed 0 --patience 1000 --progress jsonl"
 ( cat "$WORK/data/all.csv"; tail -n +2 "$WORK/data/ricord-phases.csv" ) > "$WORK/data/all-ricord.csv"
-( grep -v "^lidc" "$WORK/data/all.csv"; tail -n +2 "$WORK/data/ricord-phases.csv" ) > "$WORK/data/nolidc.csv"
-OMP_NUM_THREADS=1 unimiss finetune --csv "$WORK/data/nolidc.csv" --validation 0 --name ct-nolidc-$MINUTES \
-  --minutes "$MINUTES" $CT_ARGS --workdir "$WORK/nolidc-work" > "$WORK/nolidc.jsonl" 2> "$WORK/nolidc.err" &
+bash docs/benchmarks/builtin-ct-longer/heldout.sh "$WORK" "$MINUTES" lidc &
 OMP_NUM_THREADS=1 unimiss finetune --csv "$WORK/data/all-ricord.csv" --validation 0 --name ct-all-$MINUTES \
   --minutes "$MINUTES" $CT_ARGS --workdir "$WORK/all-work" > "$WORK/all.jsonl" 2> "$WORK/all.err"
 wait
