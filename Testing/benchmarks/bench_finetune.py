@@ -112,21 +112,22 @@ def run_unimiss(arm, train, held_out, minutes, work: Path, dims: int, spacing=No
     package = finetune(settings, [CaseFiles(*c) for c in train], recorder,
                        monitor_files=[CaseFiles(*c) for c in held_out])
     curve = [{"minutes": m["minutes"], "dice": m["monitor_dice"]} for m in recorder.metrics if m.get("monitor_dice")]
-    final = {}
-    if dims == 3:  # on the held-out patient's own grid, as `unimiss segment` + `unimiss evaluate` would
-        from unimiss.data import read_image
+    final, every_part = {}, {}
+    if dims == 3:  # on the held-out patient's own grid, as `unimiss segment` + `unimiss evaluate` would: as the
+        # package segments (the largest part of each class its cases drew as one piece), and keeping every part
+        from unimiss.data import read_image, write_labelmap
         from unimiss.evaluation import evaluate_files
         from unimiss.inference.predictor import Predictor
 
-        predictor = Predictor(package)
-        for image, labels in held_out:
-            from unimiss.data import write_labelmap
-
-            out = work / f"{arm}-{image.stem}.seg.nrrd"
-            write_labelmap(predictor.predict(read_image(image)), out, package.labels)
-            report = evaluate_files(out, labels)
-            final = {k: v["dice"] for k, v in report["labels"].items() if v["voxels_ref"] or v["voxels_pred"]}
-    return {"curve": curve, "final_input_grid": final, "minutes": package.meta["provenance"]["minutes"],
+        for scores, largest in ((final, None), (every_part, False)):
+            predictor = Predictor(package, largest_component=largest)
+            for image, labels in held_out:
+                out = work / f"{arm}-{image.stem}{'' if largest is None else '-every-part'}.seg.nrrd"
+                write_labelmap(predictor.predict(read_image(image)), out, package.labels)
+                report = evaluate_files(out, labels)
+                scores.update({k: v["dice"] for k, v in report["labels"].items() if v["voxels_ref"] or v["voxels_pred"]})
+    return {"curve": curve, "final_input_grid": final, "final_every_part": every_part,
+            "postprocessing": package.meta.get("postprocessing", {}), "minutes": package.meta["provenance"]["minutes"],
             "iterations": package.meta["provenance"]["iterations"], "messages": recorder.messages,
             "base_dice": None}
 
@@ -305,6 +306,8 @@ def report(args):
         rows = [("working grid", r["curve"][-1]["dice"] if r["curve"] else {})]
         if r.get("final_input_grid"):
             rows.append(("its own grid", r["final_input_grid"]))
+        if r.get("final_every_part") and r["final_every_part"] != r["final_input_grid"]:
+            rows.append(("its own grid, every part", r["final_every_part"]))
         if r.get("base_dice"):
             rows.append(("base model alone, its own grid", r["base_dice"]))
         for where, d in rows:

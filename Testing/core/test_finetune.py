@@ -73,6 +73,7 @@ def test_from_scratch_registers_a_versioned_package_that_segments(cases, tmp_pat
     assert all(len(c["sha256"]) == 64 for c in meta["provenance"]["training_data"])
     assert "finetune" in meta["provenance"]["command"] and meta["provenance"]["base_model"] is None
     assert meta["preprocessing"]["intensity"] == INTENSITY_PRESETS["ct"]  # the window it was trained on (see below)
+    assert meta["postprocessing"] == {"largest_component": True}  # each organ is one piece in every case
     # The same name again: a new version beside the first.
     proc = run([*pairs(cases), *FAST, "--name", "organs", "--epochs", "1"], home, tmp_path / "w2")
     assert proc.returncode == 0, proc.stderr
@@ -82,6 +83,36 @@ def test_from_scratch_registers_a_versioned_package_that_segments(cases, tmp_pat
                          capture_output=True, text=True)
     assert seg.returncode == 0, seg.stderr
     assert "organs@1.1.0" in seg.stderr or (tmp_path / "o.seg.nrrd").is_file()
+
+
+def test_a_class_drawn_in_pieces_keeps_every_part_and_an_organ_its_largest(cases, tmp_path):
+    """The labels decide what segmenting keeps: in these cases the liver is one piece and 'kidneys' (both kidneys,
+    one class) two, so the new model keeps the liver's largest part only and every part of the kidneys."""
+    from unimiss.inference import keep_largest_components
+
+    relabelled = []
+    for i, (image, labelmap_path) in enumerate(cases):
+        labelmap, labels = read_labelmap(labelmap_path)
+        value = {label.name: label.value for label in labels}
+        mask = np.zeros(labelmap.array.shape, np.uint8)
+        mask[labelmap.array == value["liver"]] = 1
+        mask[np.isin(labelmap.array, [value["kidney_left"], value["kidney_right"]])] = 2
+        relabelled.append((image, tmp_path / f"case{i}.seg.nrrd"))
+        write_labelmap(labelmap.with_array(mask), relabelled[-1][1], [Label(1, "liver"), Label(2, "kidneys")])
+    proc = run([*pairs(relabelled), *FAST, "--epochs", "1", "--name", "pieces"], tmp_path / "home", tmp_path / "w")
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((tmp_path / "home" / "models" / "pieces-1.0.0" / "model.json").read_text())
+    assert meta["postprocessing"] == {"largest_component": ["liver"]}
+    assert ("segmenting keeps the largest connected part of liver and every part of kidneys (not drawn as one "
+            "piece); segment --largest-component or --all-components overrides it") in [
+        e["text"] for e in events(proc, "message")]
+    # What that rule keeps of a labelmap like the training ones, with a speck of liver far from the liver:
+    labelmap, _ = read_labelmap(relabelled[0][1])
+    array = labelmap.array.copy()
+    array[-3:, :3, :3] = 1
+    kept = keep_largest_components(labelmap.with_array(array), only={1}).array
+    assert not (kept[-3:, :3, :3] == 1).any() and (kept == 1).sum() == (labelmap.array == 1).sum()
+    assert np.array_equal(kept == 2, array == 2)
 
 
 def test_from_an_official_pretraining_checkpoint(cases, tmp_path):

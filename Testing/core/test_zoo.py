@@ -178,6 +178,10 @@ def _join_unknown_class(m):
     m["postprocessing"] = {"largest_component": True, "join_gaps_mm": {"aorta": 20}}
 
 
+def _largest_of_unknown_class(m):
+    m["postprocessing"] = {"largest_component": ["liver", "pancreas"]}
+
+
 def _join_negative_gap(m):
     m["postprocessing"] = {"largest_component": True, "join_gaps_mm": {"liver": -5}}
 
@@ -194,6 +198,7 @@ def _join_negative_gap(m):
     (_not_below_in_3d, "postprocessing.not_below: applies to 2D models only"),
     (_join_unknown_class, "postprocessing.join_gaps_mm: 'aorta' is not one of the model's labels"),
     (_join_negative_gap, "postprocessing.join_gaps_mm.liver:"),
+    (_largest_of_unknown_class, "postprocessing.largest_component: 'pancreas' is not one of the model's labels"),
 ])
 def test_schema_errors_are_one_line_naming_the_package_and_field(networks, tmp_path, change, field):
     meta = make_meta()

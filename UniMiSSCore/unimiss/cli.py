@@ -349,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     parts = seg.add_mutually_exclusive_group()
     parts.add_argument("--largest-component", action="store_true", default=None,
                        help="keep each label's largest connected part (default: as the model says; the built-in "
-                            "models do, since each of their organs is one piece)")
+                            "models do, since each of their organs is one piece, and a model from `unimiss finetune` "
+                            "does for each class its training cases drew as one piece)")
     parts.add_argument("--all-components", dest="largest_component", action="store_false", default=argparse.SUPPRESS,
                        help="keep every part of each label, even where the model says to keep the largest")
     seg.add_argument("--format", default="seg.nrrd", choices=["seg.nrrd", "nrrd", "nii.gz"],

@@ -78,8 +78,11 @@ class Predictor:
                              "would lower its accuracy; segmenting without them")
         self.mirrored_classes = self._mirrored_classes()
         self.zoom_shift = zoom_shift_transforms(package.dimension) if package.test_time_zoom_shift else [None]
-        # None: as the model says (the built-in models keep each organ's largest part; other models keep all)
-        self.largest_component = package.largest_component if largest_component is None else largest_component
+        # None: as the model says (the built-in models keep each organ's largest part; a fine-tuned model that of
+        # each class its cases drew as one piece); True or False: every class or none
+        names = [label.name for label in package.labels]
+        self.one_piece = (package.largest_component_classes if largest_component is None
+                          else names if largest_component else [])
         self.progress = progress
         self.max_memory_gb = max_memory_gb  # refuse images whose work would need more (default: most of the RAM)
 
@@ -140,9 +143,10 @@ class Predictor:
         del volume, prepared.array
         labels = self._to_input_grid(probs.cpu().numpy(), prepared.grid, image)
         labels = clip_below(labels, self.package.labels, self.package.not_below)
-        if self.largest_component:
+        if self.one_piece:
             value = {label.name: label.value for label in self.package.labels}
-            labels = keep_largest_components(labels, {value[n]: mm for n, mm in self.package.join_gaps_mm.items()})
+            labels = keep_largest_components(labels, {value[n]: mm for n, mm in self.package.join_gaps_mm.items()},
+                                             only={value[n] for n in self.one_piece})
         return labels
 
     def _to_input_grid(self, probs: np.ndarray, grid: sitk.Image, image: ImageData) -> ImageData:
@@ -200,12 +204,14 @@ def clip_below(labels: ImageData, names, not_below: dict) -> ImageData:
     return labels if array is labels.array else labels.with_array(array)
 
 
-def keep_largest_components(labels: ImageData, join_gaps_mm: dict[int, float] | None = None) -> ImageData:
-    """For each label, keep only its largest connected component. For a label in `join_gaps_mm` ({value: mm}),
-    parts separated by gaps of at most that many mm count as one component (the one holding most voxels wins)."""
+def keep_largest_components(labels: ImageData, join_gaps_mm: dict[int, float] | None = None,
+                            only: set[int] | None = None) -> ImageData:
+    """For each label (of `only`, when given), keep only its largest connected component. For a label in
+    `join_gaps_mm` ({value: mm}), parts separated by gaps of at most that many mm count as one component (the one
+    holding most voxels wins)."""
     out = labels.array.copy()
     for value in np.unique(labels.array):
-        if value == 0:
+        if value == 0 or only is not None and int(value) not in only:
             continue
         mask = labels.array == value
         gap = (join_gaps_mm or {}).get(int(value))

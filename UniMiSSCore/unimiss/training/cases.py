@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from ..data.inputs import case_name
 from ..data.io import InputError, read_image, read_labelmap
@@ -146,6 +147,29 @@ def prepare_case(files: CaseFiles, image, labelmap, labels, present, class_names
     declared = frozenset(index[l.name] for l in all_labels if l.name in index)
     return TrainingCase(display_name(files.image), np.ascontiguousarray(array, dtype=np.float32),
                         sitk.GetArrayFromImage(label_grid), digest.hexdigest(), declared)
+
+
+ONE_PIECE_SHARE = 0.9  # a class is drawn as one piece where its largest connected part holds this share of it
+
+
+def drawn_as_one_piece(cases) -> dict[int, bool]:
+    """{class index: whether every case that draws the class draws it as one piece}, for the classes the cases
+    draw: an organ rather than a scatter of lesions.
+
+    The model trained on them keeps only the largest part of a one-piece class when it segments, which removes
+    what it draws elsewhere on a patient it never saw (docs/benchmarks/finetune/parts/). nnU-Net makes the same
+    choice per class by cross-validation; with a few cases the labels decide. Call it on the user's own labels,
+    before any class is filled with a base model's predictions."""
+    verdict: dict[int, bool] = {}
+    for case in cases:
+        connectivity = ndimage.generate_binary_structure(case.label.ndim, case.label.ndim)
+        for value, box in enumerate(ndimage.find_objects(case.label), start=1):
+            if box is None:
+                continue
+            parts, _ = ndimage.label(case.label[box] == value, connectivity)
+            sizes = np.bincount(parts.ravel())[1:]
+            verdict[value] = verdict.get(value, True) and bool(sizes.max() >= ONE_PIECE_SHARE * sizes.sum())
+    return verdict
 
 
 GENERIC_NAMES = {"image", "img", "ct", "volume", "scan", "data", "dicom", "series", "imaging"}

@@ -21,7 +21,7 @@ from ..models import MiTPlusSegmentation, MiTSegmentation, segmentation_from_off
 from ..models.official_plus import is_plus_pretrain, load_plus_checkpoint, plus_segmentation_from_official_pretrain
 from ..models.official import build_bounded, load_checkpoint
 from ..inference.preprocessing import INTENSITY_PRESETS
-from .cases import class_names_of, prepare_case, read_pair
+from .cases import class_names_of, drawn_as_one_piece, prepare_case, read_pair
 from .common import init_distributed, save_checkpoint_file
 from .contrast import ContrastPhases
 from .losses import DeepSupervisionLoss
@@ -149,10 +149,12 @@ def finetune(settings: FinetuneSettings, case_files, progress, monitor_files=())
     monitor = [prepare_case(f, *read_pair(f), class_names, preprocessing) for f in monitor_files]
     num_classes = len(class_names) + 1
     train_cases, val_cases, split_note = split_cases(cases, s.validation)
+    postprocessing = _postprocessing(base_package, class_names, drawn_as_one_piece(cases))
     if rank == 0:
         if planned:
             progress.message(f"plan: {planned}, patch {'x'.join(map(str, patch))}, batch {batch_size}")
         progress.message(split_note)
+        progress.message(_parts_note(postprocessing, class_names))
 
     torch.manual_seed(s.seed)  # the same initial weights on every rank and in every repeat of a run
     network, base_info = _build_network(s, base_package, dimension, num_classes, patch, progress, rank)
@@ -326,10 +328,37 @@ def finetune(settings: FinetuneSettings, case_files, progress, monitor_files=())
     state["timing"] = {"slowest_step_s": round(max(budget.step_s, default=0.0), 2),
                        "validation_s": round(budget.validation_s, 2)}
     package = _write_package(s, name, network, base_package, base_info, dimension, labels, preprocessing, patch,
-                             cases, train_cases, val_cases, state, base_val_dice, split_note)
+                             cases, train_cases, val_cases, state, base_val_dice, split_note, postprocessing)
     checkpoint_path.unlink(missing_ok=True)  # the package holds the result; nothing is left to resume
     _remove_if_empty(workdir)
     return package
+
+
+def _postprocessing(base_package, class_names: list[str], one_piece: dict[int, bool]) -> dict:
+    """How the new model segments: the base's rules for the classes it still has, and the largest part kept for
+    each class the cases draw as one piece (the others, as the base kept them)."""
+    names = set(class_names)
+    post = dict(base_package.meta.get("postprocessing", {})) if base_package else {}
+    base_keeps = set(base_package.largest_component_classes) if base_package else set()
+    post.pop("largest_component", None)
+    if "not_below" in post:
+        post["not_below"] = {k: v for k, v in post["not_below"].items() if k in names and set(v) <= names}
+    if "join_gaps_mm" in post:
+        post["join_gaps_mm"] = {k: v for k, v in post["join_gaps_mm"].items() if k in names}
+    keep = [n for i, n in enumerate(class_names, start=1) if one_piece.get(i, n in base_keeps)]
+    if keep:
+        post["largest_component"] = True if len(keep) == len(class_names) else keep
+    return {k: v for k, v in post.items() if v}
+
+
+def _parts_note(postprocessing: dict, class_names: list[str]) -> str:
+    keep = postprocessing.get("largest_component", False)
+    keep = class_names if keep is True else keep or []
+    rest = [n for n in class_names if n not in keep]
+    kept = f"the largest connected part of {', '.join(keep)}" if keep else ""
+    every = f"every part of {', '.join(rest)} (not drawn as one piece)" if rest else ""
+    return (f"segmenting keeps {' and '.join(p for p in (kept, every) if p)}; "
+            "segment --largest-component or --all-components overrides it")
 
 
 def _plan(s: FinetuneSettings, base_package, dimension: int, pairs):
@@ -457,7 +486,7 @@ def _save_checkpoint(path: Path, network, optimizer, state, best_state, run):
 
 
 def _write_package(s, name, network, base_package, base_info, dimension, labels, preprocessing, patch, cases,
-                   train_cases, val_cases, state, base_val_dice, split_note):
+                   train_cases, val_cases, state, base_val_dice, split_note, postprocessing):
     from ..zoo import next_version, save_package, user_models_dir
 
     version = next_version(name)
@@ -496,10 +525,6 @@ def _write_package(s, name, network, base_package, base_info, dimension, labels,
     }
     if base_val_dice:
         meta["metrics"]["base_val_dice"] = base_val_dice
-    if base_package and "postprocessing" in base_package.meta:  # the base's classes, segmented as it segments them
-        meta["postprocessing"] = dict(base_package.meta["postprocessing"])
-        names = {label["name"] for label in meta["labels"]}
-        if "not_below" in meta["postprocessing"]:  # only the rules whose classes the new model still has
-            meta["postprocessing"]["not_below"] = {k: v for k, v in meta["postprocessing"]["not_below"].items()
-                                                   if k in names and set(v) <= names}
+    if postprocessing:
+        meta["postprocessing"] = postprocessing
     return save_package(user_models_dir() / f"{name}-{version}", meta, network.state_dict(), dtype="float32")

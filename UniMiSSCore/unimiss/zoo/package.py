@@ -150,6 +150,9 @@ def validate_meta(meta, source) -> dict:
         fail("postprocessing.not_below", f"{name!r} is not one of the model's labels")
     for name in [n for n in meta.get("postprocessing", {}).get("join_gaps_mm", {}) if n not in names]:
         fail("postprocessing.join_gaps_mm", f"{name!r} is not one of the model's labels")
+    largest = meta.get("postprocessing", {}).get("largest_component", False)
+    for name in [n for n in largest if n not in names] if isinstance(largest, list) else []:
+        fail("postprocessing.largest_component", f"{name!r} is not one of the model's labels")
     return meta
 
 
@@ -361,9 +364,17 @@ class ModelPackage:
         return self.meta["preprocessing"]
 
     @property
+    def largest_component_classes(self) -> list[str]:
+        """The labels whose largest connected part alone segmenting keeps by default (the model's own choice:
+        `postprocessing.largest_component` is true for every label, or lists them)."""
+        keep = self.meta.get("postprocessing", {}).get("largest_component", False)
+        names = [label.name for label in self.labels]
+        return names if keep is True else [n for n in names if n in keep] if isinstance(keep, list) else []
+
+    @property
     def largest_component(self) -> bool:
-        """Whether segmenting keeps each label's largest connected part by default (the model's own choice)."""
-        return bool(self.meta.get("postprocessing", {}).get("largest_component", False))
+        """Whether segmenting keeps the largest connected part of every label by default."""
+        return self.largest_component_classes == [label.name for label in self.labels]
 
     @property
     def not_below(self) -> dict[str, list[str]]:
@@ -435,9 +446,11 @@ class ModelPackage:
             + f", orientation {pre.get('orientation') or 'as input'}, "
             f"intensity {pre['intensity']['method']}" + (f" ({intensity})" if intensity else ""),
             f"  labels ({len(m['labels'])}): " + ", ".join(f"{d['value']} {d['name']}" for d in m["labels"])
-            + ("; each label's largest connected part is kept" if self.largest_component else "")
+            + ("; each label's largest connected part is kept" if self.largest_component
+               else f"; the largest connected part of {', '.join(self.largest_component_classes)} is kept"
+               if self.largest_component_classes else "")
             + "".join(f" ({name}: parts less than {mm:g} mm apart count as one)"
-                      for name, mm in self.join_gaps_mm.items() if self.largest_component)
+                      for name, mm in self.join_gaps_mm.items() if name in self.largest_component_classes)
             + ("; averaged over zoomed and shifted copies" if self.test_time_zoom_shift else "")
             + "".join(f"; {name} ends where {' and '.join(limits)} end below" for name, limits in self.not_below.items()),
             f"  training data: {_one_line(json.dumps(m['provenance']['training_data']), 300)}",
