@@ -73,7 +73,7 @@ def test_from_scratch_registers_a_versioned_package_that_segments(cases, tmp_pat
     assert all(len(c["sha256"]) == 64 for c in meta["provenance"]["training_data"])
     assert "finetune" in meta["provenance"]["command"] and meta["provenance"]["base_model"] is None
     assert meta["preprocessing"]["intensity"] == INTENSITY_PRESETS["ct"]  # the window it was trained on (see below)
-    assert meta["postprocessing"] == {"largest_component": True}  # each organ is one piece in every case
+    assert meta["postprocessing"] == {"largest_component": True, "comparable_parts": 0.5}  # one piece each
     # The same name again: a new version beside the first.
     proc = run([*pairs(cases), *FAST, "--name", "organs", "--epochs", "1"], home, tmp_path / "w2")
     assert proc.returncode == 0, proc.stderr
@@ -102,17 +102,23 @@ def test_a_class_drawn_in_pieces_keeps_every_part_and_an_organ_its_largest(cases
     proc = run([*pairs(relabelled), *FAST, "--epochs", "1", "--name", "pieces"], tmp_path / "home", tmp_path / "w")
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((tmp_path / "home" / "models" / "pieces-1.0.0" / "model.json").read_text())
-    assert meta["postprocessing"] == {"largest_component": ["liver"]}
-    assert ("segmenting keeps the largest connected part of liver and every part of kidneys (not drawn as one "
-            "piece); segment --largest-component or --all-components overrides it") in [
+    assert meta["postprocessing"] == {"largest_component": ["liver"], "comparable_parts": 0.5}
+    assert ("segmenting keeps the largest connected part (and any at least half its size) of liver and every part "
+            "of kidneys (not drawn as one piece); segment --largest-component or --all-components overrides it") in [
         e["text"] for e in events(proc, "message")]
     # What that rule keeps of a labelmap like the training ones, with a speck of liver far from the liver:
     labelmap, _ = read_labelmap(relabelled[0][1])
     array = labelmap.array.copy()
     array[-3:, :3, :3] = 1
-    kept = keep_largest_components(labelmap.with_array(array), only={1}).array
+    kept = keep_largest_components(labelmap.with_array(array), only={1}, comparable=0.5).array
     assert not (kept[-3:, :3, :3] == 1).any() and (kept == 1).sum() == (labelmap.array == 1).sum()
     assert np.array_equal(kept == 2, array == 2)
+    # Two parts of similar size (the kidneys, as one class, in the second case) both stay where the rule keeps
+    # comparable parts; the largest part alone is one kidney.
+    labelmap, _ = read_labelmap(relabelled[1][1])
+    kidneys = labelmap.with_array(np.where(labelmap.array == 2, 2, 0).astype(np.uint8))
+    assert np.array_equal(keep_largest_components(kidneys, comparable=0.5).array, kidneys.array)
+    assert 0 < (keep_largest_components(kidneys).array == 2).sum() < (kidneys.array == 2).sum()
 
 
 def test_from_an_official_pretraining_checkpoint(cases, tmp_path):

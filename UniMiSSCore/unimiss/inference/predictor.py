@@ -146,7 +146,8 @@ class Predictor:
         if self.one_piece:
             value = {label.name: label.value for label in self.package.labels}
             labels = keep_largest_components(labels, {value[n]: mm for n, mm in self.package.join_gaps_mm.items()},
-                                             only={value[n] for n in self.one_piece})
+                                             only={value[n] for n in self.one_piece},
+                                             comparable=self.package.comparable_parts)
         return labels
 
     def _to_input_grid(self, probs: np.ndarray, grid: sitk.Image, image: ImageData) -> ImageData:
@@ -205,23 +206,25 @@ def clip_below(labels: ImageData, names, not_below: dict) -> ImageData:
 
 
 def keep_largest_components(labels: ImageData, join_gaps_mm: dict[int, float] | None = None,
-                            only: set[int] | None = None) -> ImageData:
-    """For each label (of `only`, when given), keep only its largest connected component. For a label in
-    `join_gaps_mm` ({value: mm}), parts separated by gaps of at most that many mm count as one component (the one
-    holding most voxels wins)."""
+                            only: set[int] | None = None, comparable: float = 0.0) -> ImageData:
+    """For each label (of `only`, when given), keep only its largest connected component, and with `comparable`
+    (0..1) every other component holding at least that share of the largest one's voxels (when a network is
+    unsure which of two similar parts is the organ, both stay). For a label in `join_gaps_mm` ({value: mm}),
+    parts separated by gaps of at most that many mm count as one component."""
     out = labels.array.copy()
     for value in np.unique(labels.array):
         if value == 0 or only is not None and int(value) not in only:
             continue
         mask = labels.array == value
         gap = (join_gaps_mm or {}).get(int(value))
-        out[mask & ~_largest_part(mask, labels.spacing, gap)] = 0
+        out[mask & ~_largest_parts(mask, labels.spacing, gap, comparable)] = 0
     return labels.with_array(out)
 
 
-def _largest_part(mask: np.ndarray, spacing, gap_mm: float | None) -> np.ndarray:
-    """The largest connected part of `mask`; with `gap_mm`, of the mask grown by half the gap each way, cut back
-    to the mask. Computed within the mask's bounding box (plus the growth), so a small class stays cheap."""
+def _largest_parts(mask: np.ndarray, spacing, gap_mm: float | None, comparable: float) -> np.ndarray:
+    """The largest connected part of `mask` (and those at least `comparable` of its size); with `gap_mm`, parts of
+    the mask grown by half the gap each way, cut back to the mask. Computed within the mask's bounding box (plus
+    the growth), so a small class stays cheap."""
     radius = [int(round(gap_mm / 2 / s)) for s in spacing][::-1] if gap_mm else [0] * mask.ndim
     nonzero = np.nonzero(mask)
     box = tuple(slice(max(int(i.min()) - r, 0), int(i.max()) + r + 1) for i, r in zip(nonzero, radius))
@@ -230,6 +233,7 @@ def _largest_part(mask: np.ndarray, spacing, gap_mm: float | None) -> np.ndarray
     parts = sitk.GetArrayFromImage(sitk.ConnectedComponent(grown))
     sizes = np.bincount(parts[mask[box]])
     sizes[0] = 0
+    kept = np.flatnonzero(sizes >= max(comparable * sizes.max(), 1)) if comparable else [int(np.argmax(sizes))]
     keep = np.zeros_like(mask)
-    keep[box] = parts == int(np.argmax(sizes))
+    keep[box] = np.isin(parts, kept)
     return keep & mask

@@ -156,8 +156,9 @@ def drawn_as_one_piece(cases) -> dict[int, bool]:
     """{class index: whether every case that draws the class draws it as one piece}, for the classes the cases
     draw: an organ rather than a scatter of lesions.
 
-    The model trained on them keeps only the largest part of a one-piece class when it segments, which removes
-    what it draws elsewhere on a patient it never saw (docs/benchmarks/finetune/parts/). nnU-Net makes the same
+    The model trained on them keeps the largest part of a one-piece class when it segments (and parts of a size
+    comparable to it), which removes what it draws elsewhere on a patient it never saw
+    (docs/benchmarks/finetune/parts/). nnU-Net makes a similar
     choice per class by cross-validation; with a few cases the labels decide. Call it on the user's own labels,
     before any class is filled with a base model's predictions."""
     verdict: dict[int, bool] = {}

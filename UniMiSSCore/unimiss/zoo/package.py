@@ -372,6 +372,11 @@ class ModelPackage:
         return names if keep is True else [n for n in names if n in keep] if isinstance(keep, list) else []
 
     @property
+    def comparable_parts(self) -> float:
+        """Where a label's largest part is kept, other parts at least this share of its size are kept too."""
+        return float(self.meta.get("postprocessing", {}).get("comparable_parts", 0.0))
+
+    @property
     def largest_component(self) -> bool:
         """Whether segmenting keeps the largest connected part of every label by default."""
         return self.largest_component_classes == [label.name for label in self.labels]
@@ -449,6 +454,8 @@ class ModelPackage:
             + ("; each label's largest connected part is kept" if self.largest_component
                else f"; the largest connected part of {', '.join(self.largest_component_classes)} is kept"
                if self.largest_component_classes else "")
+            + (f" (with the parts at least {self.comparable_parts:.0%} of its size)"
+               if self.comparable_parts and self.largest_component_classes else "")
             + "".join(f" ({name}: parts less than {mm:g} mm apart count as one)"
                       for name, mm in self.join_gaps_mm.items() if name in self.largest_component_classes)
             + ("; averaged over zoomed and shifted copies" if self.test_time_zoom_shift else "")
