@@ -1,5 +1,6 @@
-"""Dice of a saved prediction with every part kept and with each class's largest part kept, as a model from
-`unimiss finetune` now segments the classes its cases drew as one piece (`keep_largest_components`).
+"""Dice of a saved prediction with every part kept, with each class's largest part alone, and with the parts at
+least half the largest one's size as well, as a model from `unimiss finetune` now segments the classes its cases
+drew as one piece (`keep_largest_components`, `comparable_parts` 0.5).
 
     python docs/benchmarks/finetune/parts/rescore.py PREDICTION.seg.nrrd REFERENCE.seg.nrrd
 """
@@ -20,7 +21,10 @@ def dice(prediction, reference):
 
 prediction, reference = map(Path, sys.argv[1:3])
 labels, names = read_labelmap(prediction)
+scores = {"every_part": dice(prediction, reference)}
 with tempfile.TemporaryDirectory() as tmp:
-    largest = Path(tmp) / "largest.seg.nrrd"
-    write_labelmap(keep_largest_components(labels), largest, names)
-    print(json.dumps({"every_part": dice(prediction, reference), "largest_part": dice(largest, reference)}))
+    for rule, comparable in (("largest_part", 0.0), ("comparable_parts_0.5", 0.5)):
+        kept = Path(tmp) / f"{rule}.seg.nrrd"
+        write_labelmap(keep_largest_components(labels, comparable=comparable), kept, names)
+        scores[rule] = dice(kept, reference)
+print(json.dumps(scores))
