@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from ..data.inputs import case_name
 from ..data.io import InputError, read_image, read_labelmap
@@ -158,18 +157,18 @@ def drawn_as_one_piece(cases) -> dict[int, bool]:
 
     The model trained on them keeps the largest part of a one-piece class when it segments (and parts of a size
     comparable to it), which removes what it draws elsewhere on a patient it never saw
-    (docs/benchmarks/finetune/parts/). nnU-Net makes a similar
-    choice per class by cross-validation; with a few cases the labels decide. Call it on the user's own labels,
-    before any class is filled with a base model's predictions."""
+    (docs/benchmarks/finetune/parts/). nnU-Net makes a similar choice per class by cross-validation; with a few
+    cases the labels decide. Call it on the user's own labels, before any class is filled with a base model's
+    predictions."""
     verdict: dict[int, bool] = {}
     for case in cases:
-        connectivity = ndimage.generate_binary_structure(case.label.ndim, case.label.ndim)
-        for value, box in enumerate(ndimage.find_objects(case.label), start=1):
-            if box is None:
-                continue
-            parts, _ = ndimage.label(case.label[box] == value, connectivity)
-            sizes = np.bincount(parts.ravel())[1:]
-            verdict[value] = verdict.get(value, True) and bool(sizes.max() >= ONE_PIECE_SHARE * sizes.sum())
+        for value in (v for v in np.unique(case.label) if v):
+            mask = case.label == value
+            box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(mask))
+            parts = sitk.ConnectedComponent(sitk.GetImageFromArray(mask[box].astype(np.uint8)), True)
+            sizes = np.bincount(sitk.GetArrayViewFromImage(parts)[mask[box]])
+            one = bool(sizes.max() >= ONE_PIECE_SHARE * sizes.sum())
+            verdict[int(value)] = verdict.get(int(value), True) and one
     return verdict
 
 
