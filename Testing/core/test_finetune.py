@@ -103,7 +103,7 @@ def test_a_class_drawn_in_pieces_keeps_every_part_and_an_organ_its_largest(cases
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((tmp_path / "home" / "models" / "pieces-1.0.0" / "model.json").read_text())
     assert meta["postprocessing"] == {"largest_component": ["liver"], "comparable_parts": 0.5}
-    assert ("segmenting keeps the largest connected part (and any at least half its size) of liver and every part "
+    assert ("segmenting keeps the largest connected part (and any at least 50% of its size) of liver and every part "
             "of kidneys (not drawn as one piece); segment --largest-component or --all-components overrides it") in [
         e["text"] for e in events(proc, "message")]
     # What that rule keeps of a labelmap like the training ones, with a speck of liver far from the liver:
@@ -334,6 +334,9 @@ def test_fine_tuning_one_class_keeps_the_base_models_other_classes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     message = " ".join(e["text"] for e in events(proc, "message"))
     assert "not forgetting: crop: liver, spleen," in message
+    # It segments as its base does: the largest part of each organ, the aorta's parts 30 mm apart as one.
+    meta = json.loads((tmp_path / "home" / "models" / "kidney-1.0.0" / "model.json").read_text())
+    assert meta["postprocessing"] == {"largest_component": True, "join_gaps_mm": {"aorta": 30.0}}
 
     os.environ["UNIMISS_HOME"] = str(tmp_path / "home")
     base, tuned = resolve_model("ct-organs-compact"), resolve_model("kidney")

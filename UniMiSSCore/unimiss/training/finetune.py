@@ -334,9 +334,10 @@ def finetune(settings: FinetuneSettings, case_files, progress, monitor_files=())
     return package
 
 
-# A model trained for minutes may draw an organ as two similar parts, the larger one wrong: keeping parts at least
-# half the largest one's size kept every from-scratch run's classes, where the largest part alone lost some whole
-# (docs/benchmarks/finetune/parts/).
+# A model trained for minutes from scratch may draw an organ as two similar parts, the larger one wrong: keeping
+# parts at least half the largest one's size kept every such run's classes, where the largest part alone lost some
+# whole. A model from a base segments as the base does: on the built-in recipe's held-out abdomen the largest part
+# alone did better (docs/benchmarks/finetune/parts/).
 COMPARABLE_PARTS = 0.5
 
 
@@ -354,7 +355,7 @@ def _postprocessing(base_package, class_names: list[str], one_piece: dict[int, b
     keep = [n for i, n in enumerate(class_names, start=1) if one_piece.get(i, n in base_keeps)]
     if keep:
         post["largest_component"] = True if len(keep) == len(class_names) else keep
-        post["comparable_parts"] = COMPARABLE_PARTS
+        post["comparable_parts"] = base_package.comparable_parts if base_package else COMPARABLE_PARTS
     return {k: v for k, v in post.items() if v}
 
 
@@ -362,7 +363,9 @@ def _parts_note(postprocessing: dict, class_names: list[str]) -> str:
     keep = postprocessing.get("largest_component", False)
     keep = class_names if keep is True else keep or []
     rest = [n for n in class_names if n not in keep]
-    kept = f"the largest connected part (and any at least half its size) of {', '.join(keep)}" if keep else ""
+    share = postprocessing.get("comparable_parts", 0)
+    kept = (f"the largest connected part{f' (and any at least {share:.0%} of its size)' if share else ''} of "
+            f"{', '.join(keep)}") if keep else ""
     every = f"every part of {', '.join(rest)} (not drawn as one piece)" if rest else ""
     return (f"segmenting keeps {' and '.join(p for p in (kept, every) if p)}; "
             "segment --largest-component or --all-components overrides it")

@@ -2,7 +2,9 @@
 least half the largest one's size as well, as a model from `unimiss finetune` now segments the classes its cases
 drew as one piece (`keep_largest_components`, `comparable_parts` 0.5).
 
-    python docs/benchmarks/finetune/parts/rescore.py PREDICTION.seg.nrrd REFERENCE.seg.nrrd
+    python docs/benchmarks/finetune/parts/rescore.py PREDICTION.seg.nrrd REFERENCE.seg.nrrd [CLASS=MM ...]
+
+CLASS=MM joins a class's parts less than MM apart first (`postprocessing.join_gaps_mm`, as the built-in CT model).
 """
 import json
 import sys
@@ -21,10 +23,12 @@ def dice(prediction, reference):
 
 prediction, reference = map(Path, sys.argv[1:3])
 labels, names = read_labelmap(prediction)
+value = {label.name: label.value for label in names}
+joins = {value[c]: float(mm) for c, mm in (a.split("=") for a in sys.argv[3:])}
 scores = {"every_part": dice(prediction, reference)}
 with tempfile.TemporaryDirectory() as tmp:
     for rule, comparable in (("largest_part", 0.0), ("comparable_parts_0.5", 0.5)):
         kept = Path(tmp) / f"{rule}.seg.nrrd"
-        write_labelmap(keep_largest_components(labels, comparable=comparable), kept, names)
+        write_labelmap(keep_largest_components(labels, joins, comparable=comparable), kept, names)
         scores[rule] = dice(kept, reference)
 print(json.dumps(scores))
