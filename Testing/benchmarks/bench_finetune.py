@@ -113,17 +113,19 @@ def run_unimiss(arm, train, held_out, minutes, work: Path, dims: int, spacing=No
                        monitor_files=[CaseFiles(*c) for c in held_out])
     curve = [{"minutes": m["minutes"], "dice": m["monitor_dice"]} for m in recorder.metrics if m.get("monitor_dice")]
     final, every_part = {}, {}
-    if dims == 3:  # on the held-out patient's own grid, as `unimiss segment` + `unimiss evaluate` would: as the
-        # package segments (the largest part of each class its cases drew as one piece), and keeping every part
+    if dims == 3:  # on the held-out patient's own grid, as `unimiss segment` + `unimiss evaluate` would: keeping
+        # every part, and as the package segments (the largest part of each class its cases drew as one piece)
         from unimiss.data import read_image, write_labelmap
         from unimiss.evaluation import evaluate_files
-        from unimiss.inference.predictor import Predictor
+        from unimiss.inference import Predictor, keep_parts
 
-        for scores, largest in ((final, None), (every_part, False)):
-            predictor = Predictor(package, largest_component=largest)
-            for image, labels in held_out:
-                out = work / f"{arm}-{image.stem}{'' if largest is None else '-every-part'}.seg.nrrd"
-                write_labelmap(predictor.predict(read_image(image)), out, package.labels)
+        predictor = Predictor(package, largest_component=False)
+        for image, labels in held_out:
+            every = predictor.predict(read_image(image))
+            for scores, segmented, suffix in ((every_part, every, "-every-part"),
+                                              (final, keep_parts(every, package, package.largest_component_classes), "")):
+                out = work / f"{arm}-{image.stem}{suffix}.seg.nrrd"
+                write_labelmap(segmented, out, package.labels)
                 report = evaluate_files(out, labels)
                 scores.update({k: v["dice"] for k, v in report["labels"].items() if v["voxels_ref"] or v["voxels_pred"]})
     return {"curve": curve, "final_input_grid": final, "final_every_part": every_part,

@@ -143,12 +143,7 @@ class Predictor:
         del volume, prepared.array
         labels = self._to_input_grid(probs.cpu().numpy(), prepared.grid, image)
         labels = clip_below(labels, self.package.labels, self.package.not_below)
-        if self.one_piece:
-            value = {label.name: label.value for label in self.package.labels}
-            labels = keep_largest_components(labels, {value[n]: mm for n, mm in self.package.join_gaps_mm.items()},
-                                             only={value[n] for n in self.one_piece},
-                                             comparable=self.package.comparable_parts)
-        return labels
+        return keep_parts(labels, self.package, self.one_piece)
 
     def _to_input_grid(self, probs: np.ndarray, grid: sitk.Image, image: ImageData) -> ImageData:
         """Labels on the input grid: the classes that win somewhere, interpolated linearly from the working
@@ -205,6 +200,15 @@ def clip_below(labels: ImageData, names, not_below: dict) -> ImageData:
     return labels if array is labels.array else labels.with_array(array)
 
 
+def keep_parts(labels: ImageData, package, classes: list[str]) -> ImageData:
+    """Each of `classes` reduced to its largest part as `package` keeps it (its join gaps, its comparable parts)."""
+    if not classes:
+        return labels
+    value = {label.name: label.value for label in package.labels}
+    return keep_largest_components(labels, {value[n]: mm for n, mm in package.join_gaps_mm.items()},
+                                   only={value[n] for n in classes}, comparable=package.comparable_parts)
+
+
 def keep_largest_components(labels: ImageData, join_gaps_mm: dict[int, float] | None = None,
                             only: set[int] | None = None, comparable: float = 0.0) -> ImageData:
     """For each label (of `only`, when given), keep only its largest connected component, and with `comparable`
@@ -226,14 +230,21 @@ def _largest_parts(mask: np.ndarray, spacing, gap_mm: float | None, comparable: 
     the mask grown by half the gap each way, cut back to the mask. Computed within the mask's bounding box (plus
     the growth), so a small class stays cheap."""
     radius = [int(round(gap_mm / 2 / s)) for s in spacing][::-1] if gap_mm else [0] * mask.ndim
-    nonzero = np.nonzero(mask)
-    box = tuple(slice(max(int(i.min()) - r, 0), int(i.max()) + r + 1) for i, r in zip(nonzero, radius))
-    image = sitk.GetImageFromArray(mask[box].astype(np.uint8))
-    grown = sitk.BinaryDilate(image, radius[::-1], sitk.sitkBall) if any(radius) else image
-    parts = sitk.GetArrayFromImage(sitk.ConnectedComponent(grown))
-    sizes = np.bincount(parts[mask[box]])
-    sizes[0] = 0
+    box, parts, sizes = connected_parts(mask, radius)
     kept = np.flatnonzero(sizes >= max(comparable * sizes.max(), 1)) if comparable else [int(np.argmax(sizes))]
     keep = np.zeros_like(mask)
     keep[box] = np.isin(parts, kept)
     return keep & mask
+
+
+def connected_parts(mask: np.ndarray, radius=None, fully_connected: bool = False):
+    """(box, parts, sizes): the mask's bounding box (grown by `radius` voxels per axis), its connected parts there
+    (of the mask dilated by `radius`), and each part's count of mask voxels (`sizes[0]` is 0)."""
+    radius = radius if radius is not None else [0] * mask.ndim
+    box = tuple(slice(max(int(i.min()) - r, 0), int(i.max()) + r + 1) for i, r in zip(np.nonzero(mask), radius))
+    image = sitk.GetImageFromArray(mask[box].astype(np.uint8))
+    grown = sitk.BinaryDilate(image, radius[::-1], sitk.sitkBall) if any(radius) else image
+    parts = sitk.GetArrayFromImage(sitk.ConnectedComponent(grown, fully_connected))
+    sizes = np.bincount(parts[mask[box]])
+    sizes[0] = 0
+    return box, parts, sizes

@@ -13,6 +13,7 @@ import SimpleITK as sitk
 from ..data.inputs import case_name
 from ..data.io import InputError, read_image, read_labelmap
 from ..data.labels import Label, read_label_table
+from ..inference.predictor import connected_parts
 from ..inference.preprocessing import normalise, working_grid
 
 
@@ -163,10 +164,7 @@ def drawn_as_one_piece(cases) -> dict[int, bool]:
     verdict: dict[int, bool] = {}
     for case in cases:
         for value in (v for v in np.unique(case.label) if v):
-            mask = case.label == value
-            box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(mask))
-            parts = sitk.ConnectedComponent(sitk.GetImageFromArray(mask[box].astype(np.uint8)), True)
-            sizes = np.bincount(sitk.GetArrayViewFromImage(parts)[mask[box]])
+            _, _, sizes = connected_parts(case.label == value, fully_connected=True)
             one = bool(sizes.max() >= ONE_PIECE_SHARE * sizes.sum())
             verdict[int(value)] = verdict.get(int(value), True) and one
     return verdict
