@@ -12,6 +12,7 @@ import numpy as np
 from unimiss.data import read_image
 from unimiss.data.image import ImageData
 from unimiss.data.io import read_labelmap
+from unimiss.evaluation import dice_score
 from unimiss.inference.predictor import Predictor
 from unimiss.zoo import resolve_model
 
@@ -23,14 +24,12 @@ cases = {"ts-abdomen": "ct-organs-nots-abdomen-shipped", "ts-abdomen-arterial": 
 
 
 def crop(image: ImageData, box) -> ImageData:
-    start = np.array([b[0] for b in box][::-1])  # (x, y, z) voxel index of the box's first corner
-    origin = np.array(image.origin) + np.array(image.direction).reshape(3, 3) @ (start * np.array(image.spacing))
-    return ImageData(image.array[tuple(slice(a, b) for a, b in box)], image.spacing, tuple(origin), image.direction)
+    """The image inside `box` ((start, stop) per array axis, z first), on its own grid: SimpleITK's slicing."""
+    return ImageData.from_sitk(image.to_sitk()[tuple(slice(a, b) for a, b in box[::-1])])
 
 
-def dice(a, b):
-    total = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / total) if total else 1.0
+def dice(a, b) -> float:
+    return dice_score(int(a.sum()), int(b.sum()), int((a & b).sum()))
 
 
 results = {}
@@ -40,14 +39,15 @@ for case, model in cases.items():
     image = read_image(f"{work}/data/{case}.nrrd")
     ref, labels = read_labelmap(f"{work}/data/{case}.seg.nrrd")
     ref_liver = ref.array == next(label.value for label in labels if label.name == "liver")
-    whole = Predictor(package).predict(image).array == liver
+    predictor = Predictor(package)
+    whole = predictor.predict(image).array == liver
     where = np.nonzero(ref_liver)
     for margin in margins:
         grow = [int(round(margin / s)) for s in image.spacing[::-1]]
         box = [(max(0, int(w.min()) - g), min(n, int(w.max()) + 1 + g))
                for w, g, n in zip(where, grow, ref_liver.shape)]
         inside = tuple(slice(a, b) for a, b in box)
-        cropped = Predictor(package).predict(crop(image, box)).array == liver
+        cropped = predictor.predict(crop(image, box)).array == liver
         results[f"{case}, margin {margin:g} mm"] = {
             "box_voxels": [b - a for a, b in box], "whole_field": round(dice(whole[inside], ref_liver[inside]), 3),
             "crop": round(dice(cropped, ref_liver[inside]), 3)}
