@@ -262,7 +262,8 @@ def run(args):
         else:
             cases = write_cases(work / "cases")
             user = {k: (v[0], v[1].with_name(f"{k}-user.seg.nrrd")) for k, v in cases.items()}
-            folds = [(p, [(user if arm == "base" else cases)[q] for q in cases if q != p], [cases[p]])
+            extra = [tuple(Path(f) for f in pair) for pair in args.add_case or []]
+            folds = [(p, [(user if arm == "base" else cases)[q] for q in cases if q != p] + extra, [cases[p]])
                      for p in (args.folds or patients())]
         for fold, train, held_out in folds:
             minutes = args.minutes_2d if fold == "lidc-drr" else args.minutes
@@ -379,6 +380,9 @@ def main():
     parser.add_argument("--lr", type=float, help="unimiss arms: peak learning rate (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=0, help="unimiss arms: seed of sampling, augmentation and "
                         "initialisation (a run's spread between seeds: tag each seed's runs apart)")
+    parser.add_argument("--add-case", nargs=2, action="append", metavar=("IMAGE", "LABELS"),
+                        help="3D arms: a labelled case (the built-in model's class names) added to every fold's training "
+                             "cases, e.g. RICORD-1B with its atlas labels (scripts/ricord_atlas_labels.py)")
     parser.add_argument("--tag", help="appended to the arm's name in the results (a variant of the recipe)")
     parser.add_argument("--work", help="work folder (default: a new temporary folder)")
     args = parser.parse_args()
